@@ -1,0 +1,20 @@
+//! Host capabilities: one module per capability, each a small backend
+//! interface plus the guest-facing bindings of every WIT version it serves.
+//!
+//! | capability | WIT served |
+//! |---|---|
+//! | key-value | `fermyon:spin/key-value@2.0.0`, `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft2` |
+//! | variables | `fermyon:spin/variables@2.0.0` |
+//! | sqlite    | `fermyon:spin/sqlite@2.0.0` |
+
+pub mod key_value;
+pub mod p2;
+pub mod sqlite;
+
+use crate::state::HostState;
+use wasmtime::component::Linker;
+
+/// Adds every capability interface to the linker.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    p2::add_to_linker(linker)
+}

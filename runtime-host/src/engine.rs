@@ -1,0 +1,139 @@
+//! The wasmtime engine: configuration, component loading with an on-disk
+//! compiled-code cache, and the request deadline clock.
+
+use anyhow::{Context as _, Result};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; the granularity of request deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Use the pooling instance allocator (pre-reserved slots, no mmap per
+    /// instance). Off only for comparison in benchmarks.
+    pub pooling: bool,
+    /// Largest linear memory one instance may grow to.
+    pub max_memory_bytes: usize,
+    /// How many component instances may be alive at once.
+    pub max_instances: u32,
+}
+
+pub fn build_engine(opts: &EngineOptions) -> Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.wasm_component_model_async(true);
+    config.epoch_interruption(true);
+    // Cranelift's default (speed) is what we want; parallel compilation
+    // shortens cold start when the cache is empty.
+    config.parallel_compilation(true);
+    if opts.pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        let n = opts.max_instances;
+        // A spin-sdk component is one component instance made of a handful of
+        // core instances (the guest, WASI adapter shims) with one or two
+        // memories and tables; size the pool with headroom for that.
+        pool.total_component_instances(n);
+        pool.total_core_instances(n.saturating_mul(8));
+        pool.total_memories(n.saturating_mul(2));
+        pool.total_tables(n.saturating_mul(4));
+        pool.total_stacks(n);
+        pool.max_memory_size(opts.max_memory_bytes);
+        pool.max_core_instances_per_component(32);
+        pool.max_memories_per_component(4);
+        pool.max_tables_per_component(8);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot configure wasmtime: {e:#}"))
+}
+
+/// Loads a component, reusing compiled code from `cache_dir` when the same
+/// bytes were compiled before by a compatible engine.
+pub fn load_component(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> Result<Component> {
+    let bytes = std::fs::read(wasm_path)
+        .with_context(|| format!("cannot read component {}", wasm_path.display()))?;
+    let cached = cache_path(engine, &bytes, cache_dir);
+    if cached.is_file() {
+        // SAFETY: the file was written by `Component::serialize` of an engine
+        // with the same compatibility hash (it is part of the file name), in
+        // the host's own state directory; wasmtime additionally checks the
+        // header and refuses files from another engine configuration.
+        match unsafe { Component::deserialize_file(engine, &cached) } {
+            Ok(c) => return Ok(c),
+            Err(e) => tracing::warn!(path = %cached.display(), "ignoring unusable compiled-code cache entry: {e}"),
+        }
+    }
+    let component = Component::new(engine, &bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a valid WebAssembly component: {e:#}",
+            wasm_path.display()
+        )
+    })?;
+    if let Err(e) = write_cache(&component, &cached) {
+        tracing::warn!(path = %cached.display(), "could not write compiled-code cache: {e:#}");
+    }
+    Ok(component)
+}
+
+fn cache_path(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> PathBuf {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    env!("CARGO_PKG_VERSION").hash(&mut h);
+    bytes.hash(&mut h);
+    cache_dir.join(format!("{:016x}-{}.cwasm", h.finish(), bytes.len()))
+}
+
+fn write_cache(component: &Component, path: &Path) -> Result<()> {
+    let dir = path.parent().context("cache path has a parent")?;
+    std::fs::create_dir_all(dir)?;
+    let data = component
+        .serialize()
+        .map_err(|e| anyhow::anyhow!("serialize: {e:#}"))?;
+    // Write-then-rename so a concurrent or killed writer never leaves a torn file.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Advances the engine epoch every [`EPOCH_TICK`] until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                }
+            })
+            .expect("spawn epoch thread");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

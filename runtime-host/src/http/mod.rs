@@ -1,0 +1,7 @@
+//! The HTTP trigger: listener, Spin route table, per-component handlers and
+//! outbound requests (allowed hosts and service chaining).
+
+pub mod outbound;
+pub mod router;
+pub mod server;
+pub mod trigger;

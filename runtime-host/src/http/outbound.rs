@@ -1,0 +1,303 @@
+//! Outbound HTTP from guests: `allowed_outbound_hosts` and service chaining.
+//!
+//! Semantics follow Spin's `outbound-networking-config` and
+//! `trigger-http/src/outbound_http.rs`:
+//! - an entry is `scheme://host[:port]`; `*` for any scheme, host or port;
+//!   `*.example.com` for any subdomain (not the bare domain); a port may be a
+//!   half-open range `8000..9000`; no port means the scheme's well-known one;
+//!   `{{ variable }}` templates are expanded, and an entry that expands to an
+//!   empty string (or a bare `http://`) is skipped;
+//! - a request to a host not allowed fails with `HttpRequestDenied`, the
+//!   error Spin gives (p2: from `future-incoming-response.get`, p3: from
+//!   `send`);
+//! - `http://<component>.spin.internal/...` (allowed by that host or by
+//!   `http://*.spin.internal`) is dispatched in-process to that component,
+//!   bypassing the router, so private routes are reachable this way and only
+//!   this way.
+
+use std::future::Future;
+use crate::state::{AppContext, ComponentContext};
+use anyhow::{bail, Context as _, Result};
+use http::uri::Scheme;
+use std::ops::Range;
+use std::sync::Arc;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+#[derive(Debug, Clone, PartialEq)]
+enum HostPattern {
+    Any,
+    Exact(String),
+    Subdomain(String), // ".example.com"
+    ToSelf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum PortPattern {
+    Any,
+    Range(Range<u16>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct AllowedHost {
+    scheme: Option<String>, // None = any
+    host: HostPattern,
+    port: PortPattern,
+}
+
+/// The parsed `allowed_outbound_hosts` of one component.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundRules {
+    allowed: Vec<AllowedHost>,
+}
+
+fn well_known_port(scheme: &str) -> Option<u16> {
+    Some(match scheme {
+        "http" => 80,
+        "https" => 443,
+        "redis" => 6379,
+        "postgres" => 5432,
+        "mysql" => 3306,
+        "mqtt" => 1883,
+        _ => return None,
+    })
+}
+
+impl OutboundRules {
+    /// Parses entries after variable expansion (`expand` resolves templates).
+    pub fn parse(
+        entries: &[String],
+        component_ids: &[String],
+        expand: impl Fn(&str) -> Result<String>,
+    ) -> Result<OutboundRules> {
+        let mut allowed = Vec::new();
+        for raw in entries {
+            let entry = expand(raw)
+                .with_context(|| format!("allowed_outbound_hosts entry `{raw}`"))?;
+            let entry = entry.trim();
+            if entry.is_empty() || entry == "http://" || entry == "https://" {
+                continue; // an optional endpoint left unset
+            }
+            let parsed = parse_entry(entry)
+                .with_context(|| format!("invalid allowed_outbound_hosts entry `{raw}`"))?;
+            // `*.spin.internal` means every component of this app.
+            if parsed.host == HostPattern::Subdomain(".spin.internal".into()) {
+                for id in component_ids {
+                    allowed.push(AllowedHost {
+                        host: HostPattern::Exact(format!("{id}.spin.internal")),
+                        ..parsed.clone()
+                    });
+                }
+            } else {
+                allowed.push(parsed);
+            }
+        }
+        Ok(OutboundRules { allowed })
+    }
+
+    /// Whether `scheme://host:port` may be reached.
+    pub fn allows(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.allowed.iter().any(|a| {
+            if a.scheme.as_deref().is_some_and(|s| s != scheme) {
+                return false;
+            }
+            let host_ok = match &a.host {
+                HostPattern::Any => true,
+                HostPattern::Exact(h) => *h == host,
+                HostPattern::Subdomain(suffix) => host.ends_with(suffix.as_str()),
+                HostPattern::ToSelf => host == "self" || host == "self.alt",
+            };
+            let Some(port) = port.or_else(|| well_known_port(scheme)) else {
+                return matches!(a.port, PortPattern::Any);
+            };
+            host_ok
+                && match &a.port {
+                    PortPattern::Any => true,
+                    PortPattern::Range(r) => r.contains(&port),
+                }
+        })
+    }
+
+    /// Whether any entry allows plain-HTTP requests back to the app itself.
+    pub fn allows_self(&self) -> bool {
+        self.allowed.iter().any(|a| {
+            matches!(a.host, HostPattern::ToSelf | HostPattern::Any)
+                && a.scheme.as_deref().is_none_or(|s| s == "http" || s == "https")
+        })
+    }
+}
+
+fn parse_entry(entry: &str) -> Result<AllowedHost> {
+    let Some((scheme, rest)) = entry.split_once("://") else {
+        if ["*", ":", "", "?"].contains(&entry) {
+            bail!("no scheme: to allow every host use `*://*:*`");
+        }
+        bail!("no scheme: write it as `scheme://host[:port]`, e.g. `https://{entry}`");
+    };
+    let scheme = match scheme {
+        "*" => None,
+        s if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphabetic()) => Some(s.to_string()),
+        s => bail!("`{s}` is not a valid scheme"),
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') {
+        bail!("an allowed host cannot contain a path");
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !rest.ends_with(']') => (h, Some(p)),
+        _ => (rest, None),
+    };
+    let host = match host {
+        "*" => HostPattern::Any,
+        "self" | "self.alt" => HostPattern::ToSelf,
+        h if h.starts_with("*.") => {
+            let suffix = &h[1..];
+            if suffix.len() < 2 || suffix.contains('*') {
+                bail!("`{h}` is not a valid subdomain pattern");
+            }
+            HostPattern::Subdomain(suffix.to_ascii_lowercase())
+        }
+        h if h.contains('*') => bail!("`*` may only be a whole host or a `*.` prefix"),
+        h if h.is_empty() => bail!("missing host"),
+        h => HostPattern::Exact(h.to_ascii_lowercase()),
+    };
+    let port = match port {
+        None | Some("") => match scheme.as_deref().and_then(well_known_port) {
+            Some(p) => PortPattern::Range(p..p + 1),
+            None => bail!("no port given and the scheme has no well-known port; add `:PORT` or `:*`"),
+        },
+        Some("*") => PortPattern::Any,
+        Some(p) => match p.split_once("..") {
+            Some((a, b)) => {
+                let a: u16 = a.parse().with_context(|| format!("bad port `{a}`"))?;
+                let b: u16 = b.parse().with_context(|| format!("bad port `{b}`"))?;
+                PortPattern::Range(a..b)
+            }
+            None => {
+                let p: u16 = p.parse().with_context(|| format!("bad port `{p}`"))?;
+                PortPattern::Range(p..p.saturating_add(1))
+            }
+        },
+    };
+    Ok(AllowedHost { scheme, host, port })
+}
+
+/// The component id a `*.spin.internal` authority names, if it is one.
+pub fn chaining_target(host: &str) -> Option<&str> {
+    let (id, rest) = host.split_once('.')?;
+    (rest == "spin.internal").then_some(id)
+}
+
+/// The `wasi:http` hooks of one instance: checks every outbound request and
+/// dispatches service chaining in-process.
+pub struct OutboundHooks {
+    app: Arc<AppContext>,
+    component: Arc<ComponentContext>,
+}
+
+impl OutboundHooks {
+    pub fn new(app: Arc<AppContext>, component: Arc<ComponentContext>) -> Self {
+        Self { app, component }
+    }
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for OutboundHooks {
+    fn default_scheme(&mut self) -> Option<Scheme> {
+        Some(Scheme::HTTP)
+    }
+
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _response_io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let uri = request.uri().clone();
+        let scheme = uri.scheme_str().unwrap_or("http").to_string();
+        let host = uri.host().unwrap_or("").to_string();
+        let port = uri.port_u16();
+        let rules = &self.component.outbound;
+        let denied = |what: &str| {
+            tracing::info!(component = %self.component.id, target = what, "outbound request denied: not in allowed_outbound_hosts");
+        };
+
+        if let Some(target) = chaining_target(&host) {
+            if !rules.allows(&scheme, &host, port) {
+                denied(&host);
+                return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            }
+            let trigger = self.app.chaining.get().cloned();
+            let target = target.to_string();
+            return Box::new(async move {
+                let Some(trigger) = trigger else {
+                    return Err(HttpError::InternalError(Some("HTTP trigger not running".into())));
+                };
+                let response = trigger.handle_chained(&target, request).await?;
+                let done: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
+                    Box::new(async { Ok(()) });
+                Ok((response, done))
+            });
+        }
+
+        if !rules.allows(&scheme, &host, port) {
+            denied(&format!("{scheme}://{host}"));
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(io);
+            Ok((response.map(BodyExt::boxed_unsync), io))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(entries: &[&str]) -> OutboundRules {
+        let entries: Vec<String> = entries.iter().map(|s| s.to_string()).collect();
+        OutboundRules::parse(&entries, &["users".into(), "auth".into()], |s| Ok(s.to_string()))
+            .unwrap()
+    }
+
+    #[test]
+    fn exact_hosts_default_ports_and_wildcards() {
+        let r = rules(&["https://api.example.com", "http://*.spin.internal", "redis://*:*"]);
+        assert!(r.allows("https", "api.example.com", None));
+        assert!(r.allows("https", "API.example.com", Some(443)));
+        assert!(!r.allows("https", "api.example.com", Some(8443)));
+        assert!(!r.allows("http", "api.example.com", None));
+        assert!(r.allows("http", "users.spin.internal", None));
+        assert!(!r.allows("http", "orders.spin.internal", None));
+        assert!(r.allows("redis", "10.0.0.1", Some(7000)));
+    }
+
+    #[test]
+    fn port_ranges_are_half_open() {
+        let r = rules(&["http://localhost:8000..8002"]);
+        assert!(r.allows("http", "localhost", Some(8001)));
+        assert!(!r.allows("http", "localhost", Some(8002)));
+    }
+
+    #[test]
+    fn bad_entries_explain_themselves() {
+        let e = OutboundRules::parse(&["*".into()], &[], |s| Ok(s.to_string())).unwrap_err();
+        assert!(format!("{e:#}").contains("*://*:*"));
+        assert!(OutboundRules::parse(&["ftp://x".into()], &[], |s| Ok(s.to_string())).is_err());
+        assert!(rules(&[""]).allowed.is_empty());
+    }
+
+    #[test]
+    fn chaining_targets() {
+        assert_eq!(chaining_target("users.spin.internal"), Some("users"));
+        assert_eq!(chaining_target("a.b.spin.internal"), None);
+        assert_eq!(chaining_target("example.com"), None);
+    }
+}

@@ -1,0 +1,462 @@
+//! The HTTP trigger: route a request, add Spin's `spin-*` headers, and run
+//! it on an instance of the routed component.
+//!
+//! Each component gets a `wasmtime_wasi_http::handler::ProxyHandler` (what
+//! `wasmtime serve` uses), which keeps a pool of workers, each one store and
+//! instance. How long a worker lives is the [`InstancePolicy`]:
+//! - WASIp2 (`wasi:http/incoming-handler@0.2.x`): a fresh instance per
+//!   request by default, as Spin does; `--reuse-p2-instances` lets one
+//!   instance serve requests one after another.
+//! - WASIp3 (`wasi:http/handler@0.3.0`): instances are reused, up to 16
+//!   requests at once and 128 in all (Spin's defaults); `--fresh-instances`
+//!   forces one instance per request for both kinds.
+//!
+//! Components must not depend on either behaviour.
+
+use std::future::Future;
+use super::router::{RouteMatch, Router};
+use crate::state::{new_store, AppContext, ComponentContext, HostState};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use wasmtime::component::{GuestTaskId, InstancePre};
+use wasmtime::{Engine, Store, StoreContextMut};
+use wasmtime_wasi_http::handler::{
+    HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState,
+    WorkerStatus,
+};
+use wasmtime_wasi_http::{WasiBody, WasiHttpView};
+
+/// How instances are shared between requests.
+#[derive(Debug, Clone, Copy)]
+pub struct InstancePolicy {
+    /// Requests one instance may serve in its lifetime.
+    pub max_requests: usize,
+    /// Requests one instance may serve at the same time.
+    pub max_concurrent: usize,
+    /// How long an idle reusable instance is kept.
+    pub idle_timeout: Duration,
+}
+
+impl InstancePolicy {
+    pub fn fresh() -> Self {
+        Self {
+            max_requests: 1,
+            max_concurrent: 1,
+            idle_timeout: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TriggerOptions {
+    pub fresh_instances: bool,
+    pub reuse_p2_instances: bool,
+    /// Requests (instances) in flight across the whole host; beyond: 503.
+    pub max_concurrent_requests: usize,
+}
+
+/// Whether a component is a WASIp2 or WASIp3 HTTP component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpKind {
+    P2,
+    P3,
+}
+
+struct ComponentHandler {
+    kind: HttpKind,
+    proxy: ProxyHandler<ComponentHandlerState>,
+}
+
+pub struct HttpTrigger {
+    router: Router,
+    handlers: HashMap<String, ComponentHandler>,
+    in_flight: Arc<Semaphore>,
+    next_request: AtomicU64,
+}
+
+/// A prepared component: what the trigger needs to create instances of it.
+pub struct PreparedComponent {
+    pub context: Arc<ComponentContext>,
+    pub pre: InstancePre<HostState>,
+}
+
+impl HttpTrigger {
+    pub fn new(
+        engine: &Engine,
+        app: &Arc<AppContext>,
+        router: Router,
+        components: Vec<PreparedComponent>,
+        opts: TriggerOptions,
+    ) -> anyhow::Result<Arc<HttpTrigger>> {
+        let mut handlers = HashMap::new();
+        for c in components {
+            let id = c.context.id.clone();
+            let (kind, pre) =
+                match wasmtime_wasi_http::p3::bindings::ServicePre::new(c.pre.clone()) {
+                    Ok(pre) => (HttpKind::P3, ProxyPre::P3(pre)),
+                    Err(_) => {
+                        let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(c.pre).map_err(
+                            |e| {
+                                anyhow::anyhow!(
+                                    "component `{id}` exports neither wasi:http/incoming-handler@0.2.x nor wasi:http/handler@0.3.0, so it cannot serve HTTP: {e:#}"
+                                )
+                            },
+                        )?;
+                        (HttpKind::P2, ProxyPre::P2(pre))
+                    }
+                };
+            let policy = match (kind, opts.fresh_instances, opts.reuse_p2_instances) {
+                (_, true, _) => InstancePolicy::fresh(),
+                (HttpKind::P2, false, false) => InstancePolicy::fresh(),
+                (HttpKind::P2, false, true) => InstancePolicy {
+                    max_requests: usize::MAX,
+                    max_concurrent: 1,
+                    idle_timeout: Duration::from_secs(10),
+                },
+                (HttpKind::P3, false, _) => InstancePolicy {
+                    max_requests: 128,
+                    max_concurrent: 16,
+                    idle_timeout: Duration::from_secs(1),
+                },
+            };
+            let state = ComponentHandlerState {
+                engine: engine.clone(),
+                app: app.clone(),
+                component: c.context,
+                pre,
+                policy,
+            };
+            handlers.insert(
+                id,
+                ComponentHandler {
+                    kind,
+                    proxy: ProxyHandler::new(state),
+                },
+            );
+        }
+        Ok(Arc::new(HttpTrigger {
+            router,
+            handlers,
+            in_flight: Arc::new(Semaphore::new(opts.max_concurrent_requests)),
+            next_request: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    pub fn kind_of(&self, component: &str) -> Option<HttpKind> {
+        self.handlers.get(component).map(|h| h.kind)
+    }
+
+    /// Serves one request from the listener.
+    pub async fn handle(
+        &self,
+        mut req: Request<WasiBody>,
+        client: SocketAddr,
+    ) -> Response<WasiBody> {
+        let started = Instant::now();
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        strip_forbidden_headers(req.headers_mut());
+        let path = req.uri().path().to_string();
+        let Some(route) = self.router.route(&path) else {
+            return host_error(
+                StatusCode::NOT_FOUND,
+                "route_not_found",
+                &format!("no route matches {path}"),
+            );
+        };
+        let component = route.route.component.clone();
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_string();
+        let full_url = format!(
+            "http://{host}{}",
+            req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        );
+        add_spin_headers(req.headers_mut(), &route, &full_url, &client.to_string());
+        set_absolute_uri(&mut req, &host);
+        let method = req.method().clone();
+        let response = self.dispatch(&component, req).await;
+        tracing::debug!(
+            request = id,
+            %method,
+            path,
+            component,
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        response
+    }
+
+    /// Serves a `http://<component>.spin.internal/...` request from a guest.
+    pub async fn handle_chained(
+        &self,
+        component: &str,
+        mut req: Request<WasiBody>,
+    ) -> wasmtime_wasi_http::Result<Response<WasiBody>> {
+        if !self.handlers.contains_key(component) {
+            return Err(wasmtime_wasi_http::Error::InternalError(Some(format!(
+                "unknown routing destination '{component}': it has no HTTP trigger"
+            ))));
+        }
+        req.headers_mut().remove(http::header::HOST);
+        let path = req.uri().path().to_string();
+        let full_url = format!(
+            "http://localhost{}",
+            req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        );
+        let route = RouteMatch::chained(component, &path);
+        add_spin_headers(req.headers_mut(), &route, &full_url, "0.0.0.0:0");
+        // The callee sees `spin-component-route: ""`, as under Spin.
+        req.headers_mut()
+            .insert("spin-component-route", HeaderValue::from_static(""));
+        Ok(self.dispatch(component, req).await)
+    }
+
+    async fn dispatch(&self, component: &str, req: Request<WasiBody>) -> Response<WasiBody> {
+        let Some(handler) = self.handlers.get(component) else {
+            return host_error(
+                StatusCode::NOT_FOUND,
+                "route_not_found",
+                &format!("component `{component}` has no HTTP trigger"),
+            );
+        };
+        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
+            let mut r = host_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the host is at its limit of concurrent requests; retry shortly",
+            );
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        };
+        match handler.proxy.handle((), req).await {
+            Ok(response) => response,
+            Err(e) => {
+                let correlation = new_correlation_id();
+                tracing::error!(component, correlation_id = %correlation, "component failed: {e:?}");
+                let mut r = host_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the component failed while handling this request",
+                );
+                if let Ok(v) = HeaderValue::from_str(&correlation) {
+                    r.headers_mut().insert("x-correlation-id", v);
+                }
+                r
+            }
+        }
+    }
+}
+
+/// Spin removes `Connection`, and a `Host` naming a chaining target.
+fn strip_forbidden_headers(headers: &mut http::HeaderMap) {
+    headers.remove(http::header::CONNECTION);
+    if headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.split(':').next().unwrap_or("").ends_with(".spin.internal"))
+    {
+        headers.remove(http::header::HOST);
+    }
+}
+
+/// Adds the headers Spin gives every HTTP component. Values a client sent
+/// under the same names are replaced (Spin appends after them; replacing
+/// means a component never sees a client-forged route or address).
+fn add_spin_headers(headers: &mut http::HeaderMap, m: &RouteMatch, full_url: &str, client: &str) {
+    let mut set = |name: &str, value: &str| {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
+            headers.insert(n, v);
+        }
+    };
+    set("spin-path-info", &m.path_info);
+    set("spin-full-url", full_url);
+    set("spin-matched-route", &m.route.based);
+    set("spin-base-path", "/");
+    set("spin-raw-component-route", &m.route.raw);
+    set("spin-component-route", m.route.component_route());
+    set("spin-client-addr", client);
+    for (name, value) in &m.params {
+        let name = format!("spin-path-match-{}", name.to_ascii_lowercase().replace('_', "-"));
+        set(&name, value);
+    }
+}
+
+/// Gives the request an absolute `http://host/...` URI, as Spin does before
+/// handing it to a WASI component.
+fn set_absolute_uri(req: &mut Request<WasiBody>, host: &str) {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    if let Ok(uri) = http::Uri::builder()
+        .scheme("http")
+        .authority(host)
+        .path_and_query(pq)
+        .build()
+    {
+        *req.uri_mut() = uri;
+    }
+}
+
+pub fn new_correlation_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", h.finish())
+}
+
+/// A response made by the host itself, in the app's error shape.
+pub fn host_error(status: StatusCode, code: &str, message: &str) -> Response<WasiBody> {
+    let correlation = new_correlation_id();
+    let body = serde_json::json!({
+        "error": { "code": code, "message": message, "details": [] },
+        "correlationId": correlation,
+    });
+    let mut r = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&correlation) {
+        h.insert("x-correlation-id", v);
+    }
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    r
+}
+
+// ---- ProxyHandler plumbing ----------------------------------------------------
+
+struct ComponentHandlerState {
+    engine: Engine,
+    app: Arc<AppContext>,
+    component: Arc<ComponentContext>,
+    pre: ProxyPre<HostState>,
+    policy: InstancePolicy,
+}
+
+impl HandlerState for ComponentHandlerState {
+    type StoreData = HostState;
+    type WorkerExpiration = Expiration;
+    type WorkerState = Worker;
+
+    async fn instantiate(
+        &self,
+    ) -> wasmtime::Result<Instance<HostState, Expiration, Worker>> {
+        let mut store = new_store(&self.engine, &self.app, &self.component);
+        let proxy = self.pre.instantiate_async(&mut store).await?;
+        let timeout = self.app.limits.request_timeout;
+        Ok(Instance {
+            store,
+            proxy,
+            view: WasiHttpView::http,
+            expiration: Expiration {
+                idle_timeout: self.policy.idle_timeout,
+                request_timeout: timeout,
+                sleep: Box::pin(tokio::time::sleep(Duration::MAX.min(Duration::from_secs(86400 * 365)))),
+            },
+            state: Worker {
+                policy: self.policy,
+                request_timeout: timeout,
+                component: self.component.id.clone(),
+            },
+        })
+    }
+}
+
+struct Worker {
+    policy: InstancePolicy,
+    request_timeout: Duration,
+    component: String,
+}
+
+impl WorkerState for Worker {
+    type StoreData = HostState;
+    type RequestData = ();
+
+    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if total >= self.policy.max_requests {
+            ShouldAccept::Never
+        } else if concurrent >= self.policy.max_concurrent {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
+        }
+    }
+
+    fn on_request_start(
+        &self,
+        mut store: StoreContextMut<'_, HostState>,
+        _data: (),
+        _task: GuestTaskId,
+    ) -> Pin<Box<dyn Future<Output = ()> + 'static + Send + Sync>> {
+        store.data_mut().start_request();
+        Box::pin(tokio::time::sleep(self.request_timeout))
+    }
+
+    fn drop(&self, store: Store<HostState>, result: wasmtime::Result<()>) {
+        if let Err(e) = result {
+            tracing::warn!(component = %self.component, "instance discarded after a failure: {e:?}");
+        }
+        drop(store);
+    }
+}
+
+/// Retires a worker: idle too long, or busy past the request deadline (the
+/// second line of defence behind the epoch deadline).
+struct Expiration {
+    idle_timeout: Duration,
+    request_timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl WorkerExpiration for Expiration {
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        status: WorkerStatus,
+        start: Instant,
+    ) -> Poll<()> {
+        let timeout = match status {
+            WorkerStatus::Idle => self.idle_timeout,
+            WorkerStatus::Requests | WorkerStatus::PostReturn => self.request_timeout,
+        };
+        let Some(deadline) = start.checked_add(timeout) else {
+            return Poll::Pending;
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if self.sleep.deadline() != deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        self.sleep.as_mut().poll(cx)
+    }
+}

@@ -1,0 +1,317 @@
+//! `runtime-host up`: load the manifest, prepare every component, serve.
+//!
+//! The order is the request path's, bottom up: manifest and variables →
+//! stores and databases → engine, linker and pre-instantiated components →
+//! HTTP trigger → listener. Anything that can be wrong is found before the
+//! listener opens, and reported with the file, line or name involved.
+
+use crate::capabilities::key_value::{self, KeyValueStores, SqliteKeyValue};
+use crate::capabilities::sqlite::{self, Database, Databases};
+use crate::engine::{self, EngineOptions, EpochTicker};
+use crate::http::outbound::OutboundRules;
+use crate::http::router::{RouteDecl, Router};
+use crate::http::server;
+use crate::http::trigger::{HttpTrigger, PreparedComponent, TriggerOptions};
+use crate::manifest::{App, RouteSpec};
+use crate::state::{AppContext, ComponentContext, HostState, InstanceLimits};
+use crate::variables::Variables;
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::Linker;
+
+#[derive(Args, Debug)]
+pub struct UpCommand {
+    /// The application manifest (a file, or a directory holding spin.toml).
+    #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+    from: PathBuf,
+    /// Address to serve HTTP on.
+    #[arg(long, default_value = "127.0.0.1:3000", env = "SPIN_HTTP_LISTEN_ADDR")]
+    listen: SocketAddr,
+    /// Where key-value data, SQLite databases and compiled code live
+    /// (default: `.spin` next to the manifest).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// A Spin runtime-config TOML file choosing store backends.
+    #[arg(long)]
+    runtime_config_file: Option<PathBuf>,
+    /// Environment variable for every component (repeatable).
+    #[arg(short = 'e', long = "env", value_parser = parse_pair)]
+    env: Vec<(String, String)>,
+    /// Application variable value (repeatable); overrides SPIN_VARIABLE_* and defaults.
+    #[arg(long = "variable", value_parser = parse_pair)]
+    variables: Vec<(String, String)>,
+    /// Longest a request may run before it is cut off.
+    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    request_timeout: u64,
+    /// Largest linear memory an instance may use.
+    #[arg(long, default_value = "128", value_name = "MIB")]
+    max_memory: usize,
+    /// Requests served at once across the host; more get 503.
+    #[arg(long, default_value = "1000")]
+    max_concurrent_requests: usize,
+    /// Give every request a fresh instance (WASIp3 components too).
+    #[arg(long, conflicts_with = "reuse_p2_instances")]
+    fresh_instances: bool,
+    /// Let WASIp2 components serve several requests, one at a time, per instance.
+    #[arg(long)]
+    reuse_p2_instances: bool,
+    /// Allocate instance memory on demand instead of from the pooling allocator.
+    #[arg(long)]
+    no_pooling: bool,
+    /// How long to wait for in-flight requests on shutdown.
+    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    drain_timeout: u64,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got `{s}`")),
+    }
+}
+
+impl UpCommand {
+    pub fn run(self) -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(self.run_async())
+    }
+
+    async fn run_async(self) -> Result<()> {
+        let manifest_path = if self.from.is_dir() {
+            self.from.join("spin.toml")
+        } else {
+            self.from.clone()
+        };
+        let app = App::load(&manifest_path)?;
+        if app.http_base != "/" {
+            bail!(
+                "{}: [application.trigger.http] base = {:?} is deprecated and not supported (as in Spin 3+): prefix each route instead",
+                manifest_path.display(),
+                app.http_base
+            );
+        }
+        app.check_sources()?;
+        let variables = Variables::resolve(&app, &self.variables, |k| std::env::var(k).ok())?;
+        let state_dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| app.base_dir.join(".spin"));
+        std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+
+        let runtime_config = match &self.runtime_config_file {
+            Some(p) => crate::runtime_config::RuntimeConfig::load(p)?,
+            None => Default::default(),
+        };
+        let (key_value, databases) = open_stores(&app, &state_dir, &runtime_config)?;
+
+        let limits = InstanceLimits {
+            request_timeout: Duration::from_secs(self.request_timeout),
+            max_memory_bytes: self.max_memory << 20,
+        };
+        let engine = engine::build_engine(&EngineOptions {
+            pooling: !self.no_pooling,
+            max_memory_bytes: limits.max_memory_bytes,
+            max_instances: (self.max_concurrent_requests as u32).saturating_mul(2) + 64,
+        })?;
+        let linker = build_linker(&engine)?;
+
+        let app_ctx = Arc::new(AppContext {
+            variables,
+            key_value,
+            databases,
+            limits,
+            chaining: Default::default(),
+        });
+
+        let component_ids: Vec<String> = app.components.keys().cloned().collect();
+        let http_components: BTreeSet<&str> =
+            app.http_triggers.iter().map(|t| t.component.as_str()).collect();
+        let cache_dir = state_dir.join("cache");
+        let mut prepared = Vec::new();
+        for id in &http_components {
+            let c = &app.components[*id];
+            let outbound = OutboundRules::parse(&c.allowed_outbound_hosts, &component_ids, |t| {
+                app_ctx.variables.expand(t)
+            })
+            .with_context(|| format!("component `{id}`"))?;
+            let mut environment: Vec<(String, String)> =
+                c.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            environment.extend(self.env.iter().cloned());
+            let context = Arc::new(ComponentContext {
+                id: c.id.clone(),
+                key_value_stores: c.key_value_stores.clone(),
+                sqlite_databases: c.sqlite_databases.clone(),
+                outbound,
+                environment,
+            });
+            let component = engine::load_component(&engine, &c.source, &cache_dir)
+                .with_context(|| format!("component `{id}`"))?;
+            let pre = linker.instantiate_pre(&component).map_err(|e| {
+                anyhow::anyhow!(
+                    "component `{id}` ({}) imports something runtime-host does not provide: {e:#}",
+                    c.source.display()
+                )
+            })?;
+            prepared.push(PreparedComponent { context, pre });
+        }
+
+        let router = Router::build(app.http_triggers.iter().filter_map(|t| match &t.route {
+            RouteSpec::Route(r) => Some(RouteDecl {
+                component: &t.component,
+                route: r,
+                line: t.line,
+            }),
+            RouteSpec::Private => None,
+        }))
+        .with_context(|| format!("{}", manifest_path.display()))?;
+
+        let trigger = HttpTrigger::new(
+            &engine,
+            &app_ctx,
+            router,
+            prepared,
+            TriggerOptions {
+                fresh_instances: self.fresh_instances,
+                reuse_p2_instances: self.reuse_p2_instances,
+                max_concurrent_requests: self.max_concurrent_requests,
+            },
+        )?;
+        let _ = app_ctx.chaining.set(trigger.clone());
+
+        let listener = server::bind(self.listen).await?;
+        let local = listener.local_addr()?;
+        print_banner(&app, &trigger, &app_ctx, local, &state_dir);
+
+        let _ticker = EpochTicker::start(engine.clone());
+        server::serve(
+            listener,
+            trigger,
+            shutdown_signal(),
+            Duration::from_secs(self.drain_timeout),
+        )
+        .await?;
+        app_ctx.key_value.flush();
+        eprintln!("Stopped.");
+        Ok(())
+    }
+}
+
+/// Opens every key-value store and database the manifest names, embedded by
+/// default, as the runtime config says otherwise.
+fn open_stores(
+    app: &App,
+    state_dir: &Path,
+    rc: &crate::runtime_config::RuntimeConfig,
+) -> Result<(KeyValueStores, Databases)> {
+    let mut kv = KeyValueStores::default();
+    let kv_labels: BTreeSet<&String> = app
+        .components
+        .values()
+        .flat_map(|c| c.key_value_stores.iter())
+        .collect();
+    let mut default_kv_db = None;
+    for label in kv_labels {
+        let store = rc
+            .key_value_store(label, state_dir)
+            .with_context(|| format!("key-value store `{label}`"))?;
+        match store {
+            Some(s) => kv.insert(label, s),
+            None if label == "default" => {
+                let conn = match &default_kv_db {
+                    Some(c) => Arc::clone(c),
+                    None => {
+                        let c = key_value::open_database(&state_dir.join("sqlite_key_value.db"))?;
+                        default_kv_db = Some(c.clone());
+                        c
+                    }
+                };
+                kv.insert(label, Arc::new(SqliteKeyValue::new(conn, label)));
+            }
+            None => bail!(
+                "a component uses key-value store `{label}`, which has no backend: only `default` exists without configuration; add `[key_value_store.{label}]` to a runtime-config file (--runtime-config-file)"
+            ),
+        }
+    }
+
+    let mut dbs = Databases::default();
+    let db_labels: BTreeSet<&String> = app
+        .components
+        .values()
+        .flat_map(|c| c.sqlite_databases.iter())
+        .collect();
+    for label in db_labels {
+        let path = match rc.sqlite_path(label, state_dir)? {
+            Some(p) => p,
+            None if label == "default" => sqlite::default_path(state_dir, label),
+            None => bail!(
+                "a component uses SQLite database `{label}`, which has no backend: only `default` exists without configuration; add `[sqlite_database.{label}]` to a runtime-config file (--runtime-config-file)"
+            ),
+        };
+        dbs.insert(label, Database::new(path)?);
+    }
+    Ok((kv, dbs))
+}
+
+fn build_linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>> {
+    let mut linker = Linker::<HostState>::new(engine);
+    let map = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(map)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(map)?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(map)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(map)?;
+    crate::capabilities::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
+fn print_banner(
+    app: &App,
+    trigger: &HttpTrigger,
+    ctx: &AppContext,
+    local: SocketAddr,
+    state_dir: &Path,
+) {
+    println!("Serving http://{local}");
+    println!("Available Routes:");
+    for r in trigger.router().routes() {
+        let shown = r.raw.strip_suffix("/...").unwrap_or(&r.raw);
+        let wildcard = if r.wildcard { " (wildcard)" } else { "" };
+        let kind = match trigger.kind_of(&r.component) {
+            Some(crate::http::trigger::HttpKind::P3) => "wasip3",
+            _ => "wasip2",
+        };
+        println!("  {}: http://{local}{shown}{wildcard} [{kind}]", r.component);
+    }
+    for t in &app.http_triggers {
+        if t.route == RouteSpec::Private {
+            println!("  {}: private (reachable as http://{}.spin.internal)", t.component, t.component);
+        }
+    }
+    println!("State directory: {}", state_dir.display());
+    for line in ctx.variables.describe() {
+        println!("  variable {line}");
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
