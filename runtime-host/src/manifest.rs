@@ -83,9 +83,20 @@ struct RawManifest {
     #[serde(default)]
     variables: BTreeMap<String, Spanned<VariableDecl>>,
     #[serde(default)]
-    trigger: BTreeMap<String, Vec<toml::Table>>,
+    trigger: RawTriggers,
     #[serde(default)]
     component: BTreeMap<String, Spanned<RawComponent>>,
+}
+
+/// Trigger types runtime-host runs; another type (e.g. a plugin's) is an
+/// error naming the supported ones.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTriggers {
+    #[serde(default)]
+    http: Vec<RawHttpTrigger>,
+    #[serde(default)]
+    redis: Vec<RawRedisTrigger>,
 }
 
 #[derive(Deserialize)]
@@ -314,50 +325,33 @@ impl App {
 
         let mut http_triggers = Vec::new();
         let mut redis_triggers = Vec::new();
-        for (kind, entries) in raw.trigger {
-            match kind.as_str() {
-                "http" => {
-                    for table in entries {
-                        let t: RawHttpTrigger = table
-                            .try_into()
-                            .map_err(|e| anyhow::anyhow!("{shown}: invalid [[trigger.http]]: {e}"))?;
-                        let line = line_of(text, t.route.span().start);
-                        if let Some(exec) = &t.executor {
-                            let kind = exec.get("type").and_then(|v| v.as_str()).unwrap_or("");
-                            if kind != "spin" && kind != "http" {
-                                bail!("{shown}:{line}: executor type `{kind}` is not supported; only WASI HTTP components (executor `spin`) run here");
-                            }
-                        }
-                        let route = match t.route.into_inner() {
-                            RawRoute::Route(r) => RouteSpec::Route(r),
-                            RawRoute::Private { private: true } => RouteSpec::Private,
-                            RawRoute::Private { private: false } => bail!(
-                                "{shown}:{line}: `route = {{ private = false }}` is not valid; give a route string or `{{ private = true }}`"
-                            ),
-                        };
-                        http_triggers.push(HttpTrigger {
-                            component: t.component,
-                            route,
-                            line,
-                        });
-                    }
+        for t in raw.trigger.http {
+            let line = line_of(text, t.route.span().start);
+            if let Some(exec) = &t.executor {
+                let kind = exec.get("type").and_then(|v| v.as_str()).unwrap_or("");
+                if kind != "spin" && kind != "http" {
+                    bail!("{shown}:{line}: executor type `{kind}` is not supported; only WASI HTTP components (executor `http`) run here");
                 }
-                "redis" => {
-                    for table in entries {
-                        let t: RawRedisTrigger = table.try_into().map_err(|e| {
-                            anyhow::anyhow!("{shown}: invalid [[trigger.redis]]: {e}")
-                        })?;
-                        redis_triggers.push(RedisTrigger {
-                            component: t.component,
-                            channel: t.channel,
-                            address: t.address,
-                        });
-                    }
-                }
-                other => bail!(
-                    "{shown}: trigger type `{other}` is not supported by runtime-host (supported: http, redis)"
-                ),
             }
+            let route = match t.route.into_inner() {
+                RawRoute::Route(r) => RouteSpec::Route(r),
+                RawRoute::Private { private: true } => RouteSpec::Private,
+                RawRoute::Private { private: false } => bail!(
+                    "{shown}:{line}: `route = {{ private = false }}` is not valid; give a route string or `{{ private = true }}`"
+                ),
+            };
+            http_triggers.push(HttpTrigger {
+                component: t.component,
+                route,
+                line,
+            });
+        }
+        for t in raw.trigger.redis {
+            redis_triggers.push(RedisTrigger {
+                component: t.component,
+                channel: t.channel,
+                address: t.address,
+            });
         }
 
         for t in &http_triggers {

@@ -1,0 +1,144 @@
+//! HTTP trigger: Spin route precedence, `spin-*` headers, 404, chaining and
+//! outbound allow-lists, on WASIp2 components.
+
+use app_tests::{get, wasm, Host};
+
+fn manifest() -> String {
+    let app = wasm("fixture-p2-app");
+    let app = app.display();
+    format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "routes"
+
+[[trigger.http]]
+route = "/..."
+component = "catchall"
+[[trigger.http]]
+route = "/one/..."
+component = "prefix"
+[[trigger.http]]
+route = "/one/:p/..."
+component = "param"
+[[trigger.http]]
+route = "/one/two/..."
+component = "literal"
+[[trigger.http]]
+route = "/exact/headers"
+component = "exact"
+[[trigger.http]]
+route = "/api/users/:id/..."
+component = "users"
+[[trigger.http]]
+route = {{ private = true }}
+component = "hidden"
+
+[component.catchall]
+source = "{app}"
+allowed_outbound_hosts = ["http://hidden.spin.internal", "http://users.spin.internal"]
+[component.prefix]
+source = "{app}"
+[component.param]
+source = "{app}"
+[component.literal]
+source = "{app}"
+[component.exact]
+source = "{app}"
+[component.users]
+source = "{app}"
+allowed_outbound_hosts = ["http://*.spin.internal"]
+[component.hidden]
+source = "{app}"
+"#
+    )
+}
+
+#[tokio::test]
+async fn routes_follow_spin_precedence_and_headers() {
+    let host = Host::start(&manifest(), &[]);
+    let h = get(&host.url("/one/two/headers")).await.json();
+    assert_eq!(h["spin-matched-route"], "/one/two/...", "{h}");
+    let h = get(&host.url("/one/zz/headers")).await.json();
+    assert_eq!(h["spin-matched-route"], "/one/:p/...");
+    assert_eq!(h["spin-path-match-p"], "zz");
+    // `/one/:p/...` also matches `/one/x` (empty wildcard): a param beats the prefix.
+    let h = get(&host.url("/one/headers")).await.json();
+    assert_eq!(h["spin-matched-route"], "/one/:p/...");
+    assert_eq!(h["spin-path-info"], "");
+    let h = get(&host.url("/one?headers")).await.json();
+    assert_eq!(h["spin-matched-route"], "/one/...");
+    let h = get(&host.url("/oneish?headers")).await.json();
+    assert_eq!(h["spin-matched-route"], "/...");
+    assert_eq!(h["spin-path-info"], "/oneish");
+    let h = get(&host.url("/exact/headers")).await.json();
+    assert_eq!(h["spin-matched-route"], "/exact/headers");
+    assert_eq!(h["spin-path-info"], "");
+
+    // The SPEC's worked example.
+    let h = get(&host.url("/api/users/42/headers?x=1")).await.json();
+    assert_eq!(h["spin-full-url"], format!("http://127.0.0.1:{}/api/users/42/headers?x=1", host.port));
+    assert_eq!(h["spin-path-info"], "/headers");
+    assert_eq!(h["spin-matched-route"], "/api/users/:id/...");
+    assert_eq!(h["spin-base-path"], "/");
+    assert_eq!(h["spin-raw-component-route"], "/api/users/:id/...");
+    assert_eq!(h["spin-component-route"], "/api/users/:id");
+    assert_eq!(h["spin-path-match-id"], "42");
+    let addr = h["spin-client-addr"].as_str().unwrap();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert!(stdout_lists_routes(&host), "{}", host.stdout());
+}
+
+fn stdout_lists_routes(host: &Host) -> bool {
+    let out = host.stdout();
+    out.contains("catchall: http://") && out.contains("/api/users/:id (wildcard)") && out.contains("hidden: private")
+}
+
+#[tokio::test]
+async fn client_cannot_forge_spin_headers() {
+    let host = Host::start(&manifest(), &[]);
+    let r = app_tests::send(
+        &app_tests::client(),
+        "GET",
+        &host.url("/exact/headers"),
+        &[("spin-client-addr", "6.6.6.6:1"), ("spin-path-match-id", "x")],
+        "",
+    )
+    .await
+    .unwrap()
+    .json();
+    assert!(r["spin-client-addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{r}");
+}
+
+#[tokio::test]
+async fn no_route_is_404_and_private_routes_are_unreachable_from_outside() {
+    let manifest = manifest().replace(
+        "[[trigger.http]]\nroute = \"/...\"\ncomponent = \"catchall\"\n",
+        "[[trigger.http]]\nroute = \"/c/...\"\ncomponent = \"catchall\"\n",
+    );
+    let host = Host::start(&manifest, &[]);
+    let r = get(&host.url("/nothing/here")).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "route_not_found");
+    // Only chaining reaches `hidden`.
+    let r = get(&host.url("/c/fetch?url=http://hidden.spin.internal/headers")).await.json();
+    assert_eq!(r["status"], 200, "{r}");
+    let inner: serde_json::Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+    assert_eq!(inner["spin-matched-route"], "/...");
+    assert_eq!(inner["spin-path-info"], "/headers");
+    assert_eq!(inner["spin-client-addr"], "0.0.0.0:0");
+}
+
+#[tokio::test]
+async fn outbound_requests_need_allowed_hosts() {
+    let host = Host::start(&manifest(), &[]);
+    // `exact` declares no outbound hosts at all.
+    let r = get(&host.url("/one/two/fetch?url=http://hidden.spin.internal/headers")).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("HttpRequestDenied"), "{}", r.text());
+    // `catchall` may reach hidden and users but not an arbitrary host.
+    let r = get(&host.url(&format!("/fetch?url=http://127.0.0.1:{}/exact/headers", host.port))).await;
+    assert!(r.text().contains("HttpRequestDenied"), "{}", r.text());
+    // `users` allows *.spin.internal.
+    let r = get(&host.url("/api/users/1/fetch?url=http://param.spin.internal/headers")).await.json();
+    assert_eq!(r["status"], 200, "{r}");
+}
