@@ -305,10 +305,12 @@ pub async fn send(
     })
 }
 
-pub async fn get(url: &str) -> Reply {
-    send(&client(), "GET", url, &[], Bytes::new()).await.unwrap()
+pub async fn get(url: impl Into<String>) -> Reply {
+    let url = url.into();
+    send(&client(), "GET", &url, &[], Bytes::new()).await.unwrap()
 }
 
-pub async fn request(method: &str, url: &str, body: impl Into<Bytes>) -> Reply {
-    send(&client(), method, url, &[], body).await.unwrap()
+pub async fn request(method: &'static str, url: impl Into<String>, body: impl Into<Bytes>) -> Reply {
+    let url = url.into();
+    send(&client(), method, &url, &[], body).await.unwrap()
 }
