@@ -65,7 +65,9 @@ pub fn load_component(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> Re
         // header and refuses files from another engine configuration.
         match unsafe { Component::deserialize_file(engine, &cached) } {
             Ok(c) => return Ok(c),
-            Err(e) => tracing::warn!(path = %cached.display(), "ignoring unusable compiled-code cache entry: {e}"),
+            Err(e) => {
+                tracing::warn!(path = %cached.display(), "ignoring unusable compiled-code cache entry: {e}")
+            }
         }
     }
     let component = Component::new(engine, &bytes).map_err(|e| {

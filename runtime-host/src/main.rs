@@ -13,7 +13,11 @@ mod variables;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "runtime-host", version, about = "Run Spin applications locally on wasmtime")]
+#[command(
+    name = "runtime-host",
+    version,
+    about = "Run Spin applications locally on wasmtime"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -236,8 +236,8 @@ impl App {
 
     pub fn parse(text: &str, path: &Path) -> Result<App> {
         let shown = path.display();
-        let raw: RawManifest = toml::from_str(text)
-            .map_err(|e| anyhow::anyhow!("{shown}: invalid manifest: {e}"))?;
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{shown}: invalid manifest: {e}"))?;
         let at = |offset: usize| format!("{shown}:{}", line_of(text, offset));
 
         match raw.spin_manifest_version.get_ref() {
@@ -417,7 +417,9 @@ fn validate_component_id(id: &str) -> Result<()> {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !ok {
-        bail!("`{id}` must be kebab-case: lower-case letters, digits and `-`, starting with a letter");
+        bail!(
+            "`{id}` must be kebab-case: lower-case letters, digits and `-`, starting with a letter"
+        );
     }
     Ok(())
 }

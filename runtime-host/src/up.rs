@@ -133,8 +133,11 @@ impl UpCommand {
         });
 
         let component_ids: Vec<String> = app.components.keys().cloned().collect();
-        let http_components: BTreeSet<&str> =
-            app.http_triggers.iter().map(|t| t.component.as_str()).collect();
+        let http_components: BTreeSet<&str> = app
+            .http_triggers
+            .iter()
+            .map(|t| t.component.as_str())
+            .collect();
         let cache_dir = state_dir.join("cache");
         let mut prepared = Vec::new();
         for id in &http_components {
@@ -143,8 +146,11 @@ impl UpCommand {
                 app_ctx.variables.expand(t)
             })
             .with_context(|| format!("component `{id}`"))?;
-            let mut environment: Vec<(String, String)> =
-                c.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let mut environment: Vec<(String, String)> = c
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             environment.extend(self.env.iter().cloned());
             let context = Arc::new(ComponentContext {
                 id: c.id.clone(),
@@ -288,11 +294,17 @@ fn print_banner(
             Some(crate::http::trigger::HttpKind::P3) => "wasip3",
             _ => "wasip2",
         };
-        println!("  {}: http://{local}{shown}{wildcard} [{kind}]", r.component);
+        println!(
+            "  {}: http://{local}{shown}{wildcard} [{kind}]",
+            r.component
+        );
     }
     for t in &app.http_triggers {
         if t.route == RouteSpec::Private {
-            println!("  {}: private (reachable as http://{}.spin.internal)", t.component, t.component);
+            println!(
+                "  {}: private (reachable as http://{}.spin.internal)",
+                t.component, t.component
+            );
         }
     }
     println!("State directory: {}", state_dir.display());

@@ -112,10 +112,7 @@ impl Variables {
             }
         }
         if !missing.is_empty() {
-            bail!(
-                "required variable(s) not set: {}",
-                missing.join(", ")
-            );
+            bail!("required variable(s) not set: {}", missing.join(", "));
         }
         for (name, _) in cli {
             if !app.variables.contains_key(name) {

@@ -35,7 +35,11 @@ pub fn wasm(package: &str) -> PathBuf {
 
 pub fn host_binary() -> PathBuf {
     let p = target_dir().join("release/runtime-host");
-    assert!(p.is_file(), "{} is missing: run `cargo xtask test`", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo xtask test`",
+        p.display()
+    );
     p
 }
 
@@ -95,7 +99,10 @@ impl Host {
             dir,
             port: 0,
             args: args.iter().map(|s| s.to_string()).collect(),
-            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         host.spawn().expect("host starts");
@@ -205,7 +212,11 @@ impl Host {
     }
 
     pub fn wait(&mut self) -> std::process::ExitStatus {
-        self.child.take().expect("host running").wait().expect("wait")
+        self.child
+            .take()
+            .expect("host running")
+            .wait()
+            .expect("wait")
     }
 
     pub fn restart(&mut self) {
@@ -243,7 +254,12 @@ pub fn start_failure(manifest: &str, args: &[&str]) -> String {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(!status.success(), "expected a start-up failure");
             let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return err;
         }
         if Instant::now() > deadline {
@@ -295,7 +311,10 @@ pub async fn send(
         req = req.header(*k, *v);
     }
     let req = req.body(Full::new(body.into()))?;
-    let resp = client.request(req).await.with_context(|| format!("{method} {url}"))?;
+    let resp = client
+        .request(req)
+        .await
+        .with_context(|| format!("{method} {url}"))?;
     let (parts, body) = resp.into_parts();
     let body = body.collect().await?.to_bytes();
     Ok(Reply {
@@ -307,10 +326,16 @@ pub async fn send(
 
 pub async fn get(url: impl Into<String>) -> Reply {
     let url = url.into();
-    send(&client(), "GET", &url, &[], Bytes::new()).await.unwrap()
+    send(&client(), "GET", &url, &[], Bytes::new())
+        .await
+        .unwrap()
 }
 
-pub async fn request(method: &'static str, url: impl Into<String>, body: impl Into<Bytes>) -> Reply {
+pub async fn request(
+    method: &'static str,
+    url: impl Into<String>,
+    body: impl Into<Bytes>,
+) -> Reply {
     let url = url.into();
     send(&client(), method, &url, &[], body).await.unwrap()
 }

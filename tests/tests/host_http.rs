@@ -76,7 +76,10 @@ async fn routes_follow_spin_precedence_and_headers() {
 
     // The SPEC's worked example.
     let h = get(&host.url("/api/users/42/headers?x=1")).await.json();
-    assert_eq!(h["spin-full-url"], format!("http://127.0.0.1:{}/api/users/42/headers?x=1", host.port));
+    assert_eq!(
+        h["spin-full-url"],
+        format!("http://127.0.0.1:{}/api/users/42/headers?x=1", host.port)
+    );
     assert_eq!(h["spin-path-info"], "/headers");
     assert_eq!(h["spin-matched-route"], "/api/users/:id/...");
     assert_eq!(h["spin-base-path"], "/");
@@ -90,7 +93,9 @@ async fn routes_follow_spin_precedence_and_headers() {
 
 fn stdout_lists_routes(host: &Host) -> bool {
     let out = host.stdout();
-    out.contains("catchall: http://") && out.contains("/api/users/:id (wildcard)") && out.contains("hidden: private")
+    out.contains("catchall: http://")
+        && out.contains("/api/users/:id (wildcard)")
+        && out.contains("hidden: private")
 }
 
 #[tokio::test]
@@ -100,13 +105,22 @@ async fn client_cannot_forge_spin_headers() {
         &app_tests::client(),
         "GET",
         &host.url("/exact/headers"),
-        &[("spin-client-addr", "6.6.6.6:1"), ("spin-path-match-id", "x")],
+        &[
+            ("spin-client-addr", "6.6.6.6:1"),
+            ("spin-path-match-id", "x"),
+        ],
         "",
     )
     .await
     .unwrap()
     .json();
-    assert!(r["spin-client-addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{r}");
+    assert!(
+        r["spin-client-addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{r}"
+    );
 }
 
 #[tokio::test]
@@ -120,7 +134,9 @@ async fn no_route_is_404_and_private_routes_are_unreachable_from_outside() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "route_not_found");
     // Only chaining reaches `hidden`.
-    let r = get(&host.url("/c/fetch?url=http://hidden.spin.internal/headers")).await.json();
+    let r = get(&host.url("/c/fetch?url=http://hidden.spin.internal/headers"))
+        .await
+        .json();
     assert_eq!(r["status"], 200, "{r}");
     let inner: serde_json::Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
     assert_eq!(inner["spin-matched-route"], "/...");
@@ -136,9 +152,15 @@ async fn outbound_requests_need_allowed_hosts() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("HttpRequestDenied"), "{}", r.text());
     // `catchall` may reach hidden and users but not an arbitrary host.
-    let r = get(&host.url(&format!("/fetch?url=http://127.0.0.1:{}/exact/headers", host.port))).await;
+    let r = get(&host.url(&format!(
+        "/fetch?url=http://127.0.0.1:{}/exact/headers",
+        host.port
+    )))
+    .await;
     assert!(r.text().contains("HttpRequestDenied"), "{}", r.text());
     // `users` allows *.spin.internal.
-    let r = get(&host.url("/api/users/1/fetch?url=http://param.spin.internal/headers")).await.json();
+    let r = get(&host.url("/api/users/1/fetch?url=http://param.spin.internal/headers"))
+        .await
+        .json();
     assert_eq!(r["status"], 200, "{r}");
 }

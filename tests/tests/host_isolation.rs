@@ -35,7 +35,11 @@ async fn traps_and_panics_fail_only_their_request() {
             assert_eq!(r.status, 500, "{what}");
             assert_eq!(r.json()["error"]["code"], "internal_error");
             assert!(r.header("x-correlation-id").is_some());
-            assert_eq!(get(host.url("/faulty/ok")).await.text(), "ok", "after {what} {flags:?}");
+            assert_eq!(
+                get(host.url("/faulty/ok")).await.text(),
+                "ok",
+                "after {what} {flags:?}"
+            );
         }
     }
 }
@@ -54,7 +58,10 @@ async fn a_looping_request_is_cut_at_the_deadline_and_others_are_served() {
     let started = Instant::now();
     let r = looping.await.unwrap();
     assert_eq!(r.status, 500);
-    assert!(started.elapsed() < Duration::from_secs(5), "cut near the 2 s deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut near the 2 s deadline"
+    );
     assert_eq!(get(host.url("/faulty/ok")).await.text(), "ok");
 }
 
@@ -113,6 +120,9 @@ async fn compiled_code_is_cached_across_restarts() {
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().modified().unwrap())
         .collect();
-    assert_eq!(before, after, "a restart reuses compiled code instead of recompiling");
+    assert_eq!(
+        before, after,
+        "a restart reuses compiled code instead of recompiling"
+    );
     assert_eq!(get(host.url("/faulty/ok")).await.text(), "ok");
 }

@@ -43,7 +43,12 @@ source = "{app}"
 fn start() -> Host {
     Host::start_with_env(
         &manifest(),
-        &["--variable", "from_flag=flag", "--variable", "api_token=s3cr3t-value"],
+        &[
+            "--variable",
+            "from_flag=flag",
+            "--variable",
+            "api_token=s3cr3t-value",
+        ],
         &[("SPIN_VARIABLE_FROM_ENV", "env")],
     )
 }
@@ -54,18 +59,35 @@ async fn key_value_semantics() {
     let kv = |p: &str| host.url(&format!("/kv/default/{p}"));
     assert_eq!(get(&kv("a")).await.status, 404, "missing key reads as none");
     assert_eq!(request("PUT", &kv("a"), "1").await.status, 204);
-    assert_eq!(request("PUT", &kv("b"), vec![0u8, 255, 7]).await.status, 204);
+    assert_eq!(
+        request("PUT", &kv("b"), vec![0u8, 255, 7]).await.status,
+        204
+    );
     assert_eq!(get(&kv("a")).await.text(), "1");
-    assert_eq!(&get(&kv("b")).await.body[..], &[0u8, 255, 7], "binary values round-trip");
+    assert_eq!(
+        &get(&kv("b")).await.body[..],
+        &[0u8, 255, 7],
+        "binary values round-trip"
+    );
     assert_eq!(request("PUT", &kv("a"), "2").await.status, 204);
     assert_eq!(get(&kv("a")).await.text(), "2", "set overwrites");
     assert_eq!(get(&kv("a/exists")).await.json(), true);
     assert_eq!(get(&kv("zz/exists")).await.json(), false);
-    assert_eq!(get(&host.url("/kv/default")).await.json(), serde_json::json!(["a", "b"]));
+    assert_eq!(
+        get(&host.url("/kv/default")).await.json(),
+        serde_json::json!(["a", "b"])
+    );
     assert_eq!(request("DELETE", &kv("a"), "").await.status, 204);
-    assert_eq!(request("DELETE", &kv("a"), "").await.status, 204, "deleting a missing key succeeds");
+    assert_eq!(
+        request("DELETE", &kv("a"), "").await.status,
+        204,
+        "deleting a missing key succeeds"
+    );
     assert_eq!(get(&kv("a/exists")).await.json(), false);
-    assert_eq!(get(&host.url("/kv/default")).await.json(), serde_json::json!(["b"]));
+    assert_eq!(
+        get(&host.url("/kv/default")).await.json(),
+        serde_json::json!(["b"])
+    );
 }
 
 #[tokio::test]
@@ -102,11 +124,18 @@ async fn parallel_atomic_increments_are_exact() {
         seen.push(r.json().as_i64().unwrap());
     }
     seen.sort();
-    assert_eq!(seen, (1..=200).collect::<Vec<i64>>(), "every increment saw a distinct value");
+    assert_eq!(
+        seen,
+        (1..=200).collect::<Vec<i64>>(),
+        "every increment saw a distinct value"
+    );
     let r = request("POST", &host.url("/incr/default/counter?by=0"), "").await;
     assert_eq!(r.json(), 200);
     // Stored as Spin stores counters: 8 bytes, little-endian.
-    assert_eq!(&get(&host.url("/kv/default/counter")).await.body[..], &200i64.to_le_bytes());
+    assert_eq!(
+        &get(&host.url("/kv/default/counter")).await.body[..],
+        &200i64.to_le_bytes()
+    );
     // A non-counter value is an error, not a crash.
     request("PUT", &host.url("/kv/default/text"), "abc").await;
     let r = request("POST", &host.url("/incr/default/text"), "").await;
@@ -129,20 +158,35 @@ async fn compare_and_swap_loses_no_update() {
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap().status, 200);
     }
-    assert_eq!(get(&host.url("/kv/default/log")).await.text(), "x".repeat(40));
+    assert_eq!(
+        get(&host.url("/kv/default/log")).await.text(),
+        "x".repeat(40)
+    );
 }
 
 #[tokio::test]
 async fn data_survives_restart_and_sigkill() {
     let mut host = start();
     request("PUT", &host.url("/kv/default/persist"), "kept").await;
-    let r = request("POST", &host.url("/sql/default"), "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)").await;
+    let r = request(
+        "POST",
+        &host.url("/sql/default"),
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)",
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = request("POST", &host.url("/sql/default"), "INSERT INTO t (name) VALUES ('ada')").await;
+    let r = request(
+        "POST",
+        &host.url("/sql/default"),
+        "INSERT INTO t (name) VALUES ('ada')",
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     host.restart(); // SIGKILL, then start again on the same state dir
     assert_eq!(get(&host.url("/kv/default/persist")).await.text(), "kept");
-    let r = request("POST", &host.url("/sql/default"), "SELECT id, name FROM t").await.json();
+    let r = request("POST", &host.url("/sql/default"), "SELECT id, name FROM t")
+        .await
+        .json();
     assert_eq!(r["rows"], serde_json::json!([[1, "ada"]]));
     assert!(host.state_dir().join("sqlite_key_value.db").is_file());
     assert!(host.state_dir().join("sqlite_db.db").is_file());
@@ -152,11 +196,24 @@ async fn data_survives_restart_and_sigkill() {
 async fn sqlite_reports_errors_and_types() {
     let host = start();
     let sql = |s: &'static str| request("POST", host.url("/sql/default"), s);
-    assert_eq!(sql("CREATE TABLE v (i INTEGER, r REAL, t TEXT, b BLOB, n)").await.status, 200);
-    assert_eq!(sql("INSERT INTO v VALUES (7, 1.5, 'x', x'00ff', NULL)").await.status, 200);
+    assert_eq!(
+        sql("CREATE TABLE v (i INTEGER, r REAL, t TEXT, b BLOB, n)")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        sql("INSERT INTO v VALUES (7, 1.5, 'x', x'00ff', NULL)")
+            .await
+            .status,
+        200
+    );
     let r = sql("SELECT i, r, t, b, n FROM v").await.json();
     assert_eq!(r["columns"], serde_json::json!(["i", "r", "t", "b", "n"]));
-    assert_eq!(r["rows"], serde_json::json!([[7, 1.5, "x", [0, 255], null]]));
+    assert_eq!(
+        r["rows"],
+        serde_json::json!([[7, 1.5, "x", [0, 255], null]])
+    );
     let r = sql("SELEC nonsense").await;
     assert_eq!(r.status, 400);
     assert!(r.text().contains("syntax error"), "{}", r.text());
@@ -165,9 +222,21 @@ async fn sqlite_reports_errors_and_types() {
 #[tokio::test]
 async fn variables_come_from_each_source_and_secrets_stay_hidden() {
     let host = start();
-    assert_eq!(get(&host.url("/var/greeting")).await.json(), "hello, world", "default + template");
-    assert_eq!(get(&host.url("/var/from_env")).await.json(), "env", "SPIN_VARIABLE_*");
-    assert_eq!(get(&host.url("/var/from_flag")).await.json(), "flag", "--variable");
+    assert_eq!(
+        get(&host.url("/var/greeting")).await.json(),
+        "hello, world",
+        "default + template"
+    );
+    assert_eq!(
+        get(&host.url("/var/from_env")).await.json(),
+        "env",
+        "SPIN_VARIABLE_*"
+    );
+    assert_eq!(
+        get(&host.url("/var/from_flag")).await.json(),
+        "flag",
+        "--variable"
+    );
     assert_eq!(get(&host.url("/var/token")).await.json(), "s3cr3t-value");
     let r = get(&host.url("/var/not_declared")).await;
     assert_eq!(r.status, 404);

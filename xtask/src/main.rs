@@ -83,7 +83,9 @@ fn ensure_wasm_target() -> Result<()> {
     let out = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .context("`rustup` is needed to install the wasm32-wasip2 target; install Rust with rustup")?;
+        .context(
+            "`rustup` is needed to install the wasm32-wasip2 target; install Rust with rustup",
+        )?;
     if String::from_utf8_lossy(&out.stdout)
         .lines()
         .any(|l| l.trim() == WASM_TARGET)
@@ -164,7 +166,11 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     let mut cmd = cargo();
     cmd.current_dir(root)
         .args(["test", "--release", "--workspace"])
-        .args(wasm_packages(root)?.iter().flat_map(|p| ["--exclude".to_string(), p.clone()]))
+        .args(
+            wasm_packages(root)?
+                .iter()
+                .flat_map(|p| ["--exclude".to_string(), p.clone()]),
+        )
         .args(extra)
         .env("APP_TARGET_DIR", target_dir(root));
     run_cmd(&mut cmd)

@@ -185,8 +185,11 @@ impl KeyValueStore for SqliteKeyValue {
     }
 
     async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
-        self.with(|c| c.prepare_cached(UPSERT)?.execute(params![self.store, key, value]))
-            .map(drop)
+        self.with(|c| {
+            c.prepare_cached(UPSERT)?
+                .execute(params![self.store, key, value])
+        })
+        .map(drop)
     }
 
     async fn delete(&self, key: &str) -> KvResult<()> {
@@ -264,7 +267,10 @@ impl KeyValueStore for SqliteKeyValue {
             .map_err(other)?;
         let current: Option<Vec<u8>> = tx
             .prepare_cached(GET)
-            .and_then(|mut s| s.query_row(params![self.store, key], |r| r.get(0)).optional())
+            .and_then(|mut s| {
+                s.query_row(params![self.store, key], |r| r.get(0))
+                    .optional()
+            })
             .map_err(other)?;
         let current = match current {
             Some(bytes) => decode_counter(key, &bytes)?,
@@ -345,7 +351,10 @@ mod tests {
         assert_eq!(s.increment("c", -2).await.unwrap(), 3);
         assert_eq!(s.get("c").await.unwrap().unwrap(), 3i64.to_le_bytes());
         s.set("text", b"abc").await.unwrap();
-        assert!(matches!(s.increment("text", 1).await, Err(KvError::Other(_))));
+        assert!(matches!(
+            s.increment("text", 1).await,
+            Err(KvError::Other(_))
+        ));
     }
 
     #[tokio::test]

@@ -4,11 +4,13 @@
 //! | capability | WIT served |
 //! |---|---|
 //! | key-value | `fermyon:spin/key-value@2.0.0`, `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft2` |
-//! | variables | `fermyon:spin/variables@2.0.0` |
-//! | sqlite    | `fermyon:spin/sqlite@2.0.0` |
+//! | key-value (p3) | `spin:key-value/key-value@3.0.0` |
+//! | variables | `fermyon:spin/variables@2.0.0`, `spin:variables/variables@3.0.0` |
+//! | sqlite    | `fermyon:spin/sqlite@2.0.0`, `spin:sqlite/sqlite@3.1.0` (serves 3.0.0 too) |
 
 pub mod key_value;
 pub mod p2;
+pub mod p3;
 pub mod sqlite;
 
 use crate::state::HostState;
@@ -16,5 +18,6 @@ use wasmtime::component::Linker;
 
 /// Adds every capability interface to the linker.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-    p2::add_to_linker(linker)
+    p2::add_to_linker(linker)?;
+    p3::add_to_linker(linker)
 }

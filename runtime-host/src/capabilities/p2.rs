@@ -44,7 +44,9 @@ mod bindings {
     });
 }
 
-use bindings::fermyon::spin2_0_0::{key_value as spin_kv, sqlite as spin_sql, variables as spin_vars};
+use bindings::fermyon::spin2_0_0::{
+    key_value as spin_kv, sqlite as spin_sql, variables as spin_vars,
+};
 use bindings::wasi::keyvalue::{atomics as wasi_atomics, batch as wasi_batch, store as wasi_store};
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {

@@ -15,10 +15,10 @@
 //!   bypassing the router, so private routes are reachable this way and only
 //!   this way.
 
-use std::future::Future;
 use crate::state::{AppContext, ComponentContext};
 use anyhow::{bail, Context as _, Result};
 use http::uri::Scheme;
+use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
@@ -71,8 +71,8 @@ impl OutboundRules {
     ) -> Result<OutboundRules> {
         let mut allowed = Vec::new();
         for raw in entries {
-            let entry = expand(raw)
-                .with_context(|| format!("allowed_outbound_hosts entry `{raw}`"))?;
+            let entry =
+                expand(raw).with_context(|| format!("allowed_outbound_hosts entry `{raw}`"))?;
             let entry = entry.trim();
             if entry.is_empty() || entry == "http://" || entry == "https://" {
                 continue; // an optional endpoint left unset
@@ -122,7 +122,9 @@ impl OutboundRules {
     pub fn allows_self(&self) -> bool {
         self.allowed.iter().any(|a| {
             matches!(a.host, HostPattern::ToSelf | HostPattern::Any)
-                && a.scheme.as_deref().is_none_or(|s| s == "http" || s == "https")
+                && a.scheme
+                    .as_deref()
+                    .is_none_or(|s| s == "http" || s == "https")
         })
     }
 }
@@ -164,7 +166,9 @@ fn parse_entry(entry: &str) -> Result<AllowedHost> {
     let port = match port {
         None | Some("") => match scheme.as_deref().and_then(well_known_port) {
             Some(p) => PortPattern::Range(p..p + 1),
-            None => bail!("no port given and the scheme has no well-known port; add `:PORT` or `:*`"),
+            None => {
+                bail!("no port given and the scheme has no well-known port; add `:PORT` or `:*`")
+            }
         },
         Some("*") => PortPattern::Any,
         Some(p) => match p.split_once("..") {
@@ -235,7 +239,9 @@ impl WasiHttpHooks for OutboundHooks {
             let target = target.to_string();
             return Box::new(async move {
                 let Some(trigger) = trigger else {
-                    return Err(HttpError::InternalError(Some("HTTP trigger not running".into())));
+                    return Err(HttpError::InternalError(Some(
+                        "HTTP trigger not running".into(),
+                    )));
                 };
                 let response = trigger.handle_chained(&target, request).await?;
                 let done: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
@@ -263,13 +269,19 @@ mod tests {
 
     fn rules(entries: &[&str]) -> OutboundRules {
         let entries: Vec<String> = entries.iter().map(|s| s.to_string()).collect();
-        OutboundRules::parse(&entries, &["users".into(), "auth".into()], |s| Ok(s.to_string()))
-            .unwrap()
+        OutboundRules::parse(&entries, &["users".into(), "auth".into()], |s| {
+            Ok(s.to_string())
+        })
+        .unwrap()
     }
 
     #[test]
     fn exact_hosts_default_ports_and_wildcards() {
-        let r = rules(&["https://api.example.com", "http://*.spin.internal", "redis://*:*"]);
+        let r = rules(&[
+            "https://api.example.com",
+            "http://*.spin.internal",
+            "redis://*:*",
+        ]);
         assert!(r.allows("https", "api.example.com", None));
         assert!(r.allows("https", "API.example.com", Some(443)));
         assert!(!r.allows("https", "api.example.com", Some(8443)));

@@ -212,8 +212,16 @@ mod tests {
     #[test]
     fn duplicate_routes_are_an_error() {
         let err = Router::build([
-            RouteDecl { component: "a", route: "/x", line: 3 },
-            RouteDecl { component: "b", route: "/x/", line: 9 },
+            RouteDecl {
+                component: "a",
+                route: "/x",
+                line: 3,
+            },
+            RouteDecl {
+                component: "b",
+                route: "/x/",
+                line: 9,
+            },
         ])
         .err()
         .unwrap()

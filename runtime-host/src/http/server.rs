@@ -4,7 +4,6 @@
 //! refused), idle keep-alive connections are closed, and requests already
 //! running get up to `drain` to finish before the host exits.
 
-use std::future::Future;
 use super::trigger::HttpTrigger;
 use anyhow::{Context as _, Result};
 use http_body_util::BodyExt;
@@ -12,6 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,7 +73,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    eprintln!("Shutting down: waiting up to {}s for in-flight requests", drain.as_secs());
+    eprintln!(
+        "Shutting down: waiting up to {}s for in-flight requests",
+        drain.as_secs()
+    );
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(drain) => {

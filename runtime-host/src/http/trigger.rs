@@ -13,13 +13,13 @@
 //!
 //! Components must not depend on either behaviour.
 
-use std::future::Future;
 use super::router::{RouteMatch, Router};
 use crate::state::{new_store, AppContext, ComponentContext, HostState};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,20 +100,20 @@ impl HttpTrigger {
         let mut handlers = HashMap::new();
         for c in components {
             let id = c.context.id.clone();
-            let (kind, pre) =
-                match wasmtime_wasi_http::p3::bindings::ServicePre::new(c.pre.clone()) {
-                    Ok(pre) => (HttpKind::P3, ProxyPre::P3(pre)),
-                    Err(_) => {
-                        let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(c.pre).map_err(
+            let (kind, pre) = match wasmtime_wasi_http::p3::bindings::ServicePre::new(c.pre.clone())
+            {
+                Ok(pre) => (HttpKind::P3, ProxyPre::P3(pre)),
+                Err(_) => {
+                    let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(c.pre).map_err(
                             |e| {
                                 anyhow::anyhow!(
                                     "component `{id}` exports neither wasi:http/incoming-handler@0.2.x nor wasi:http/handler@0.3.0, so it cannot serve HTTP: {e:#}"
                                 )
                             },
                         )?;
-                        (HttpKind::P2, ProxyPre::P2(pre))
-                    }
-                };
+                    (HttpKind::P2, ProxyPre::P2(pre))
+                }
+            };
             let policy = match (kind, opts.fresh_instances, opts.reuse_p2_instances) {
                 (_, true, _) => InstancePolicy::fresh(),
                 (HttpKind::P2, false, false) => InstancePolicy::fresh(),
@@ -185,7 +185,10 @@ impl HttpTrigger {
             .to_string();
         let full_url = format!(
             "http://{host}{}",
-            req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
         );
         add_spin_headers(req.headers_mut(), &route, &full_url, &client.to_string());
         set_absolute_uri(&mut req, &host);
@@ -218,7 +221,10 @@ impl HttpTrigger {
         let path = req.uri().path().to_string();
         let full_url = format!(
             "http://localhost{}",
-            req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
         );
         let route = RouteMatch::chained(component, &path);
         add_spin_headers(req.headers_mut(), &route, &full_url, "0.0.0.0:0");
@@ -271,7 +277,12 @@ fn strip_forbidden_headers(headers: &mut http::HeaderMap) {
     if headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| h.split(':').next().unwrap_or("").ends_with(".spin.internal"))
+        .is_some_and(|h| {
+            h.split(':')
+                .next()
+                .unwrap_or("")
+                .ends_with(".spin.internal")
+        })
     {
         headers.remove(http::header::HOST);
     }
@@ -294,7 +305,10 @@ fn add_spin_headers(headers: &mut http::HeaderMap, m: &RouteMatch, full_url: &st
     set("spin-component-route", m.route.component_route());
     set("spin-client-addr", client);
     for (name, value) in &m.params {
-        let name = format!("spin-path-match-{}", name.to_ascii_lowercase().replace('_', "-"));
+        let name = format!(
+            "spin-path-match-{}",
+            name.to_ascii_lowercase().replace('_', "-")
+        );
         set(&name, value);
     }
 }
@@ -350,7 +364,10 @@ pub fn host_error(status: StatusCode, code: &str, message: &str) -> Response<Was
     if let Ok(v) = HeaderValue::from_str(&correlation) {
         h.insert("x-correlation-id", v);
     }
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
@@ -369,9 +386,7 @@ impl HandlerState for ComponentHandlerState {
     type WorkerExpiration = Expiration;
     type WorkerState = Worker;
 
-    async fn instantiate(
-        &self,
-    ) -> wasmtime::Result<Instance<HostState, Expiration, Worker>> {
+    async fn instantiate(&self) -> wasmtime::Result<Instance<HostState, Expiration, Worker>> {
         let mut store = new_store(&self.engine, &self.app, &self.component);
         let proxy = self.pre.instantiate_async(&mut store).await?;
         let timeout = self.app.limits.request_timeout;
@@ -382,7 +397,9 @@ impl HandlerState for ComponentHandlerState {
             expiration: Expiration {
                 idle_timeout: self.policy.idle_timeout,
                 request_timeout: timeout,
-                sleep: Box::pin(tokio::time::sleep(Duration::MAX.min(Duration::from_secs(86400 * 365)))),
+                sleep: Box::pin(tokio::time::sleep(
+                    Duration::MAX.min(Duration::from_secs(86400 * 365)),
+                )),
             },
             state: Worker {
                 policy: self.policy,

@@ -1,0 +1,326 @@
+//! The WASIp3-generation guest bindings (`spin:key-value@3.0.0`,
+//! `spin:variables@3.0.0`, `spin:sqlite@3.1.0`, which also serves guests
+//! importing `spin:sqlite@3.0.0`): adapters onto the same backends as the
+//! p2 bindings.
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        inline: r#"
+            package runtime-host:p3;
+            world capabilities {
+                import spin:key-value/key-value@3.0.0;
+                import spin:variables/variables@3.0.0;
+                import spin:sqlite/sqlite@3.1.0;
+            }
+        "#,
+        world: "runtime-host:p3/capabilities",
+        imports: { default: trappable },
+        with: {
+            "spin:key-value/key-value.store": crate::capabilities::p2::KvHandle,
+            "spin:sqlite/sqlite.connection": crate::capabilities::sqlite::PooledConnection,
+        },
+    });
+}
+
+use super::key_value::{KeyValueStore, KvError};
+use super::p2::KvHandle;
+use super::sqlite::{PooledConnection, QueryResult as SqlRows, SqlError, Value};
+use crate::state::HostState;
+use crate::variables::LookupError;
+use bindings::spin::key_value::key_value as kv3;
+use bindings::spin::sqlite3_1_0::sqlite as sql3;
+use bindings::spin::variables::variables as vars3;
+use std::sync::Arc;
+use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, StreamReader};
+
+/// The `HasData` projection for p3 bindings: async host functions get an
+/// [`Accessor`] and reach [`HostState`] through it.
+pub struct P3Capabilities;
+
+impl HasData for P3Capabilities {
+    type Data<'a> = &'a mut HostState;
+}
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    let map = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
+    kv3::add_to_linker::<HostState, P3Capabilities>(linker, |s| s).map_err(map)?;
+    vars3::add_to_linker::<HostState, P3Capabilities>(linker, |s| s).map_err(map)?;
+    sql3::add_to_linker::<HostState, P3Capabilities>(linker, |s| s).map_err(map)?;
+    Ok(())
+}
+
+type WResult<T> = wasmtime::Result<T>;
+type Acc = Accessor<HostState, P3Capabilities>;
+
+// ---- spin:key-value@3.0.0 ---------------------------------------------------
+
+impl From<KvError> for kv3::Error {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::NoSuchStore => Self::NoSuchStore,
+            KvError::AccessDenied => Self::AccessDenied,
+            KvError::StoreTableFull => Self::StoreTableFull,
+            KvError::Other(m) => Self::Other(m),
+        }
+    }
+}
+
+fn store_of(acc: &Acc, handle: &Resource<KvHandle>) -> WResult<Arc<dyn KeyValueStore>> {
+    acc.with(|mut a| Ok(a.get().table.get(handle)?.0.clone()))
+}
+
+impl kv3::HostStoreWithStore<HostState> for P3Capabilities {
+    async fn open(acc: &Acc, label: String) -> WResult<Result<Resource<KvHandle>, kv3::Error>> {
+        acc.with(|mut a| {
+            let state = a.get();
+            match state
+                .app
+                .key_value
+                .open(&state.component.key_value_stores, &label)
+            {
+                Ok(store) => Ok(Ok(state.table.push(KvHandle(store))?)),
+                Err(e) => Ok(Err(e.into())),
+            }
+        })
+    }
+
+    async fn get(
+        acc: &Acc,
+        this: Resource<KvHandle>,
+        key: String,
+    ) -> WResult<Result<Option<Vec<u8>>, kv3::Error>> {
+        let s = store_of(acc, &this)?;
+        Ok(s.get(&key).await.map_err(Into::into))
+    }
+
+    async fn set(
+        acc: &Acc,
+        this: Resource<KvHandle>,
+        key: String,
+        value: Vec<u8>,
+    ) -> WResult<Result<(), kv3::Error>> {
+        let s = store_of(acc, &this)?;
+        Ok(s.set(&key, &value).await.map_err(Into::into))
+    }
+
+    async fn delete(
+        acc: &Acc,
+        this: Resource<KvHandle>,
+        key: String,
+    ) -> WResult<Result<(), kv3::Error>> {
+        let s = store_of(acc, &this)?;
+        Ok(s.delete(&key).await.map_err(Into::into))
+    }
+
+    async fn exists(
+        acc: &Acc,
+        this: Resource<KvHandle>,
+        key: String,
+    ) -> WResult<Result<bool, kv3::Error>> {
+        let s = store_of(acc, &this)?;
+        Ok(s.exists(&key).await.map_err(Into::into))
+    }
+
+    /// The keys as a stream, and the outcome as a future (an error ends the
+    /// stream early and resolves the future with it).
+    async fn get_keys(
+        acc: &Acc,
+        this: Resource<KvHandle>,
+    ) -> WResult<(StreamReader<String>, FutureReader<Result<(), kv3::Error>>)> {
+        let s = store_of(acc, &this)?;
+        let (keys, outcome) = match s.get_keys().await {
+            Ok(keys) => (keys, Ok(())),
+            Err(e) => (Vec::new(), Err(kv3::Error::from(e))),
+        };
+        acc.with(|mut a| {
+            let stream = StreamReader::new(&mut a, keys)?;
+            let done = FutureReader::new(
+                &mut a,
+                std::future::ready(Ok::<_, wasmtime::Error>(outcome)),
+            )?;
+            Ok((stream, done))
+        })
+    }
+}
+
+impl kv3::HostStore for HostState {
+    fn drop(&mut self, this: Resource<KvHandle>) -> WResult<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl kv3::Host for HostState {}
+
+// ---- spin:variables@3.0.0 ---------------------------------------------------
+
+impl vars3::HostWithStore<HostState> for P3Capabilities {
+    async fn get(acc: &Acc, name: String) -> WResult<Result<String, vars3::Error>> {
+        acc.with(|mut a| {
+            let state = a.get();
+            Ok(state
+                .app
+                .variables
+                .get(&state.component.id, &name)
+                .map_err(|e| match e {
+                    LookupError::InvalidName(n) => vars3::Error::InvalidName(n),
+                    LookupError::Undefined(n) => vars3::Error::Undefined(n),
+                }))
+        })
+    }
+}
+
+impl vars3::Host for HostState {}
+
+// ---- spin:sqlite@3.1.0 (and 3.0.0 by semver) --------------------------------
+
+impl From<SqlError> for sql3::Error {
+    fn from(e: SqlError) -> Self {
+        match e {
+            SqlError::NoSuchDatabase => Self::NoSuchDatabase,
+            SqlError::AccessDenied => Self::AccessDenied,
+            SqlError::InvalidConnection => Self::InvalidConnection,
+            SqlError::DatabaseFull => Self::DatabaseFull,
+            SqlError::Io(m) => Self::Io(m),
+        }
+    }
+}
+
+fn to_value(v: sql3::Value) -> Value {
+    match v {
+        sql3::Value::Integer(i) => Value::Integer(i),
+        sql3::Value::Real(f) => Value::Real(f),
+        sql3::Value::Text(s) => Value::Text(s),
+        sql3::Value::Blob(b) => Value::Blob(b),
+        sql3::Value::Null => Value::Null,
+    }
+}
+
+fn row(values: Vec<Value>) -> sql3::RowResult {
+    sql3::RowResult {
+        values: values
+            .into_iter()
+            .map(|v| match v {
+                Value::Integer(i) => sql3::Value::Integer(i),
+                Value::Real(f) => sql3::Value::Real(f),
+                Value::Text(s) => sql3::Value::Text(s),
+                Value::Blob(b) => sql3::Value::Blob(b),
+                Value::Null => sql3::Value::Null,
+            })
+            .collect(),
+    }
+}
+
+impl HostState {
+    fn sql_open(
+        &mut self,
+        database: &str,
+    ) -> WResult<Result<Resource<PooledConnection>, sql3::Error>> {
+        match self
+            .app
+            .databases
+            .open(&self.component.sqlite_databases, database)
+        {
+            Ok(c) => Ok(Ok(self.table.push(c)?)),
+            Err(e) => Ok(Err(e.into())),
+        }
+    }
+
+    fn sql_execute(
+        &mut self,
+        this: &Resource<PooledConnection>,
+        statement: &str,
+        parameters: Vec<sql3::Value>,
+    ) -> WResult<Result<SqlRows, sql3::Error>> {
+        let conn = self.table.get(this)?;
+        Ok(conn
+            .execute(statement, parameters.into_iter().map(to_value).collect())
+            .map_err(Into::into))
+    }
+}
+
+impl sql3::HostConnection for HostState {
+    fn open(
+        &mut self,
+        database: String,
+    ) -> WResult<Result<Resource<PooledConnection>, sql3::Error>> {
+        self.sql_open(&database)
+    }
+
+    fn execute(
+        &mut self,
+        this: Resource<PooledConnection>,
+        statement: String,
+        parameters: Vec<sql3::Value>,
+    ) -> WResult<Result<sql3::QueryResult, sql3::Error>> {
+        Ok(self
+            .sql_execute(&this, &statement, parameters)?
+            .map(|r| sql3::QueryResult {
+                columns: r.columns,
+                rows: r.rows.into_iter().map(row).collect(),
+            }))
+    }
+
+    fn last_insert_rowid(&mut self, this: Resource<PooledConnection>) -> WResult<i64> {
+        Ok(self.table.get(&this)?.last_insert_rowid())
+    }
+
+    fn changes(&mut self, this: Resource<PooledConnection>) -> WResult<u64> {
+        Ok(self.table.get(&this)?.changes())
+    }
+
+    fn drop(&mut self, this: Resource<PooledConnection>) -> WResult<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl sql3::HostConnectionWithStore<HostState> for P3Capabilities {
+    async fn open_async(
+        acc: &Acc,
+        database: String,
+    ) -> WResult<Result<Resource<PooledConnection>, sql3::Error>> {
+        acc.with(|mut a| a.get().sql_open(&database))
+    }
+
+    async fn execute_async(
+        acc: &Acc,
+        this: Resource<PooledConnection>,
+        statement: String,
+        parameters: Vec<sql3::Value>,
+    ) -> WResult<
+        Result<
+            (
+                Vec<String>,
+                StreamReader<sql3::RowResult>,
+                FutureReader<Result<(), sql3::Error>>,
+            ),
+            sql3::Error,
+        >,
+    > {
+        acc.with(|mut a| {
+            let rows = match a.get().sql_execute(&this, &statement, parameters)? {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let stream =
+                StreamReader::new(&mut a, rows.rows.into_iter().map(row).collect::<Vec<_>>())?;
+            let done = FutureReader::new(
+                &mut a,
+                std::future::ready(Ok::<_, wasmtime::Error>(Ok::<(), sql3::Error>(()))),
+            )?;
+            Ok(Ok((rows.columns, stream, done)))
+        })
+    }
+
+    async fn last_insert_rowid_async(acc: &Acc, this: Resource<PooledConnection>) -> WResult<i64> {
+        acc.with(|mut a| Ok(a.get().table.get(&this)?.last_insert_rowid()))
+    }
+
+    async fn changes_async(acc: &Acc, this: Resource<PooledConnection>) -> WResult<u64> {
+        acc.with(|mut a| Ok(a.get().table.get(&this)?.changes()))
+    }
+}
+
+impl sql3::Host for HostState {}

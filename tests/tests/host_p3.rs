@@ -1,0 +1,126 @@
+//! WASIp3 components (spin-sdk 7, `wasi:http/handler@0.3.0`): the same
+//! capabilities through the `spin:*@3` interfaces, and concurrent reuse.
+
+use app_tests::{get, request, wasm, Host};
+use std::time::{Duration, Instant};
+
+fn manifest() -> String {
+    format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "p3"
+[variables]
+colour = {{ default = "teal" }}
+[[trigger.http]]
+route = "/p3/..."
+component = "p3"
+[[trigger.http]]
+route = "/p2/..."
+component = "p2"
+[component.p3]
+source = "{p3}"
+key_value_stores = ["default"]
+sqlite_databases = ["default"]
+variables = {{ colour = "{{{{ colour }}}}" }}
+[component.p2]
+source = "{p2}"
+key_value_stores = ["default"]
+"#,
+        p3 = wasm("fixture-p3-app").display(),
+        p2 = wasm("fixture-p2-app").display()
+    )
+}
+
+#[tokio::test]
+async fn p3_components_use_every_capability() {
+    let host = Host::start(&manifest(), &[]);
+    assert!(host.stdout().contains("[wasip3]"), "{}", host.stdout());
+    let h = get(host.url("/p3/x/headers")).await.json();
+    assert_eq!(h["spin-matched-route"], "/p3/...");
+    assert_eq!(h["spin-path-info"], "/x/headers");
+
+    assert_eq!(
+        request("PUT", host.url("/p3/kv/default/k1"), "v1")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(get(host.url("/p3/kv/default/k1")).await.json(), "v1");
+    // Both generations share one store.
+    assert_eq!(get(host.url("/p2/kv/default/k1")).await.text(), "v1");
+    assert_eq!(
+        get(host.url("/p3/kv/default")).await.json(),
+        serde_json::json!(["k1"])
+    );
+    assert_eq!(
+        request("DELETE", host.url("/p3/kv/default/k1"), "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(get(host.url("/p3/kv/default/k1")).await.status, 404);
+    let r = get(host.url("/p3/kv/secret/k")).await;
+    assert!(r.text().contains("AccessDenied"), "{}", r.text());
+
+    for n in 1..=3 {
+        assert_eq!(
+            request("POST", host.url("/p3/incr/default/n"), "")
+                .await
+                .json(),
+            n
+        );
+    }
+    assert_eq!(get(host.url("/p3/var/colour")).await.json(), "teal");
+    assert!(get(host.url("/p3/var/nope"))
+        .await
+        .text()
+        .contains("Undefined"));
+
+    let sql = |s: &'static str| request("POST", host.url("/p3/sql/default"), s);
+    assert_eq!(sql("CREATE TABLE t (a INTEGER, b TEXT)").await.status, 200);
+    assert_eq!(
+        sql("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+            .await
+            .status,
+        200
+    );
+    let r = sql("SELECT a, b FROM t ORDER BY a").await.json();
+    assert_eq!(r["columns"], serde_json::json!(["a", "b"]));
+    assert_eq!(r["rows"], serde_json::json!([[1, "one"], [2, "two"]]));
+}
+
+#[tokio::test]
+async fn p3_instances_serve_requests_concurrently() {
+    let host = Host::start(&manifest(), &[]);
+    get(host.url("/p3/sleep?ms=1")).await; // warm up
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(get(host.url("/p3/sleep?ms=500"))))
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    // 16 half-second sleeps overlap rather than queue.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn parallel_p3_increments_are_exact() {
+    let host = Host::start(&manifest(), &["--fresh-instances"]);
+    let tasks: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(request("POST", host.url("/p3/incr/default/c"), "")))
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    assert_eq!(
+        request("POST", host.url("/p2/incr/default/c?by=0"), "")
+            .await
+            .json(),
+        100
+    );
+}
