@@ -35,7 +35,9 @@ pub struct VariableDecl {
     pub required: bool,
     #[serde(default)]
     pub secret: bool,
+    /// Accepted for Spin compatibility; not used by the host.
     #[serde(default)]
+    #[allow(dead_code)]
     pub description: Option<String>,
 }
 

@@ -36,6 +36,8 @@ pub struct AppContext {
     pub limits: InstanceLimits,
     /// Dispatches `*.spin.internal` requests; set once the HTTP trigger exists.
     pub chaining: std::sync::OnceLock<Arc<crate::http::trigger::HttpTrigger>>,
+    /// Where the listener is bound, for requests a component makes to its own app.
+    pub listen_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 pub struct HostState {

@@ -98,6 +98,14 @@ impl UpCommand {
                 app.http_base
             );
         }
+        if let Some(t) = app.redis_triggers.first() {
+            bail!(
+                "{}: [[trigger.redis]] for channel `{}` (address {}) needs the Redis message trigger, which this runtime-host does not run yet; remove the trigger or run the app with `spin up`",
+                manifest_path.display(),
+                t.channel,
+                t.address.as_deref().or(app.redis_address.as_deref()).unwrap_or("unset")
+            );
+        }
         app.check_sources()?;
         let variables = Variables::resolve(&app, &self.variables, |k| std::env::var(k).ok())?;
         let state_dir = self
@@ -130,6 +138,7 @@ impl UpCommand {
             databases,
             limits,
             chaining: Default::default(),
+            listen_addr: Default::default(),
         });
 
         let component_ids: Vec<String> = app.components.keys().cloned().collect();
@@ -195,6 +204,7 @@ impl UpCommand {
 
         let listener = server::bind(self.listen).await?;
         let local = listener.local_addr()?;
+        let _ = app_ctx.listen_addr.set(local);
         print_banner(&app, &trigger, &app_ctx, local, &state_dir);
 
         let _ticker = EpochTicker::start(engine.clone());
@@ -286,6 +296,7 @@ fn print_banner(
     state_dir: &Path,
 ) {
     println!("Serving http://{local}");
+    println!("Application: {}", app.name);
     println!("Available Routes:");
     for r in trigger.router().routes() {
         let shown = r.raw.strip_suffix("/...").unwrap_or(&r.raw);

@@ -166,13 +166,6 @@ impl Variables {
         Ok(out)
     }
 
-    /// Whether a template refers to a secret variable (so its value must not be logged).
-    pub fn is_secret_template(&self, template: &str) -> bool {
-        template_references(template)
-            .map(|refs| refs.iter().any(|r| self.secrets.contains(r)))
-            .unwrap_or(false)
-    }
-
     /// Lines describing each application variable for the start-up banner;
     /// secret values are masked.
     pub fn describe(&self) -> Vec<String> {

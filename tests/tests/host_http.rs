@@ -46,7 +46,7 @@ source = "{app}"
 source = "{app}"
 [component.users]
 source = "{app}"
-allowed_outbound_hosts = ["http://*.spin.internal"]
+allowed_outbound_hosts = ["http://*.spin.internal", "http://self"]
 [component.hidden]
 source = "{app}"
 "#
@@ -159,8 +159,18 @@ async fn outbound_requests_need_allowed_hosts() {
     .await;
     assert!(r.text().contains("HttpRequestDenied"), "{}", r.text());
     // `users` allows *.spin.internal.
-    let r = get(&host.url("/api/users/1/fetch?url=http://param.spin.internal/headers"))
+    let r = get(host.url("/api/users/1/fetch?url=http://param.spin.internal/headers"))
         .await
         .json();
     assert_eq!(r["status"], 200, "{r}");
+    // A relative URL is a request to the app itself, through the router.
+    let r = get(host.url("/api/users/1/fetch?url=/exact/headers"))
+        .await
+        .json();
+    assert_eq!(r["status"], 200, "{r}");
+    let inner: serde_json::Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+    assert_eq!(inner["spin-matched-route"], "/exact/headers");
+    // ...which needs `self` among the allowed hosts.
+    let r = get(host.url("/fetch?url=/exact/headers")).await;
+    assert!(r.text().contains("HttpRequestDenied"), "{}", r.text());
 }

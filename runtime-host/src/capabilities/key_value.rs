@@ -31,7 +31,6 @@ use std::sync::{Arc, Mutex};
 pub enum KvError {
     NoSuchStore,
     AccessDenied,
-    StoreTableFull,
     Other(String),
 }
 
@@ -75,10 +74,6 @@ pub struct KeyValueStores {
 impl KeyValueStores {
     pub fn insert(&mut self, label: &str, store: Arc<dyn KeyValueStore>) {
         self.stores.insert(label.to_string(), store);
-    }
-
-    pub fn labels(&self) -> impl Iterator<Item = &String> {
-        self.stores.keys()
     }
 
     /// Makes everything written so far durable before the host exits.

@@ -69,7 +69,6 @@ impl From<KvError> for spin_kv::Error {
         match e {
             KvError::NoSuchStore => Self::NoSuchStore,
             KvError::AccessDenied => Self::AccessDenied,
-            KvError::StoreTableFull => Self::StoreTableFull,
             KvError::Other(m) => Self::Other(m),
         }
     }
@@ -157,7 +156,6 @@ impl From<KvError> for wasi_store::Error {
         match e {
             KvError::NoSuchStore => Self::NoSuchStore,
             KvError::AccessDenied => Self::AccessDenied,
-            KvError::StoreTableFull => Self::Other("too many open stores".into()),
             KvError::Other(m) => Self::Other(m),
         }
     }
@@ -357,7 +355,6 @@ impl From<SqlError> for spin_sql::Error {
         match e {
             SqlError::NoSuchDatabase => Self::NoSuchDatabase,
             SqlError::AccessDenied => Self::AccessDenied,
-            SqlError::InvalidConnection => Self::InvalidConnection,
             SqlError::DatabaseFull => Self::DatabaseFull,
             SqlError::Io(m) => Self::Io(m),
         }

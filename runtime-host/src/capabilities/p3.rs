@@ -60,7 +60,6 @@ impl From<KvError> for kv3::Error {
         match e {
             KvError::NoSuchStore => Self::NoSuchStore,
             KvError::AccessDenied => Self::AccessDenied,
-            KvError::StoreTableFull => Self::StoreTableFull,
             KvError::Other(m) => Self::Other(m),
         }
     }
@@ -180,7 +179,6 @@ impl From<SqlError> for sql3::Error {
         match e {
             SqlError::NoSuchDatabase => Self::NoSuchDatabase,
             SqlError::AccessDenied => Self::AccessDenied,
-            SqlError::InvalidConnection => Self::InvalidConnection,
             SqlError::DatabaseFull => Self::DatabaseFull,
             SqlError::Io(m) => Self::Io(m),
         }

@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 pub enum SqlError {
     NoSuchDatabase,
     AccessDenied,
-    InvalidConnection,
     DatabaseFull,
     Io(String),
 }
@@ -66,10 +65,6 @@ impl Database {
         Ok(Arc::new(db))
     }
 
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-
     fn connect(&self) -> Result<Connection> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)
@@ -95,14 +90,6 @@ impl Database {
             conn: Some(conn),
             db: self.clone(),
         })
-    }
-
-    /// A cheap liveness probe for readiness checks.
-    pub fn ping(self: &Arc<Self>) -> Result<(), SqlError> {
-        let c = self.checkout()?;
-        c.conn()
-            .query_row("SELECT 1", [], |_| Ok(()))
-            .map_err(|e| SqlError::Io(e.to_string()))
     }
 }
 
@@ -193,10 +180,6 @@ pub struct Databases {
 impl Databases {
     pub fn insert(&mut self, label: &str, db: Arc<Database>) {
         self.dbs.insert(label.to_string(), db);
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Database>)> {
-        self.dbs.iter()
     }
 
     pub fn open(&self, allowed: &[String], label: &str) -> Result<PooledConnection, SqlError> {

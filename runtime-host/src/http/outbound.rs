@@ -160,7 +160,7 @@ fn parse_entry(entry: &str) -> Result<AllowedHost> {
             HostPattern::Subdomain(suffix.to_ascii_lowercase())
         }
         h if h.contains('*') => bail!("`*` may only be a whole host or a `*.` prefix"),
-        h if h.is_empty() => bail!("missing host"),
+        "" => bail!("missing host"),
         h => HostPattern::Exact(h.to_ascii_lowercase()),
     };
     let port = match port {
@@ -250,17 +250,45 @@ impl WasiHttpHooks for OutboundHooks {
             });
         }
 
+        // A relative URL (or `self`) means this app's own listener; like Spin,
+        // it goes through the router, so private routes stay unreachable.
+        let request = if host.is_empty() || host == "self" || host == "self.alt" {
+            let Some(addr) = self
+                .app
+                .listen_addr
+                .get()
+                .copied()
+                .filter(|_| rules.allows_self())
+            else {
+                denied("self");
+                return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            };
+            let mut request = request;
+            let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            match format!("http://{addr}{pq}").parse() {
+                Ok(u) => *request.uri_mut() = u,
+                Err(_) => return Box::new(async { Err(HttpError::HttpRequestUriInvalid) }),
+            }
+            request.headers_mut().remove(http::header::HOST);
+            return Box::new(forward(request, options));
+        } else {
+            request
+        };
+
         if !rules.allows(&scheme, &host, port) {
             denied(&format!("{scheme}://{host}"));
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(io);
-            Ok((response.map(BodyExt::boxed_unsync), io))
-        })
+        Box::new(forward(request, options))
     }
+}
+
+/// Sends a request over the network with wasmtime-wasi-http's client.
+async fn forward(request: http::Request<WasiBody>, options: Option<RequestOptions>) -> SendResult {
+    use http_body_util::BodyExt;
+    let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+    let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(io);
+    Ok((response.map(BodyExt::boxed_unsync), io))
 }
 
 #[cfg(test)]
