@@ -5,6 +5,7 @@ mod capabilities;
 mod engine;
 mod http;
 mod manifest;
+mod messaging;
 mod runtime_config;
 mod state;
 mod up;
@@ -27,6 +28,12 @@ struct Cli {
 enum Command {
     /// Start the application described by a Spin manifest.
     Up(up::UpCommand),
+    /// List messages that failed every delivery attempt (JSON, one per line).
+    DeadLetters {
+        /// The state directory the host ran with.
+        #[arg(long, default_value = ".spin")]
+        state_dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +47,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(cmd) => cmd.run(),
+        Command::DeadLetters { state_dir } => print_dead_letters(&state_dir),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -48,4 +56,18 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn print_dead_letters(state_dir: &std::path::Path) -> anyhow::Result<()> {
+    let path = state_dir.join("messages.db");
+    if !path.is_file() {
+        anyhow::bail!(
+            "{} does not exist: no messages were ever queued in this state directory",
+            path.display()
+        );
+    }
+    for letter in messaging::broker::read_dead_letters(&path)? {
+        println!("{}", serde_json::to_string(&letter)?);
+    }
+    Ok(())
 }

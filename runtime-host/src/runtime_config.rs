@@ -6,6 +6,10 @@
 //! type = "spin"                # embedded SQLite file
 //! path = "data/kv.db"          # relative to this file's directory
 //!
+//! [key_value_store.shared]
+//! type = "redis"
+//! url = "redis://127.0.0.1:6379"
+//!
 //! [sqlite_database.default]
 //! type = "spin"
 //! path = "data/app.db"
@@ -43,6 +47,9 @@ enum StoreConfig {
         #[serde(default)]
         path: Option<PathBuf>,
     },
+    Redis {
+        url: String,
+    },
 }
 
 impl RuntimeConfig {
@@ -67,7 +74,14 @@ impl RuntimeConfig {
     }
 
     /// The backend for key-value label `label`, if the config names one.
-    pub fn key_value_store(
+    /// Whether any store lives on Redis: then messages go through Redis too.
+    pub fn uses_redis(&self) -> bool {
+        self.key_value
+            .values()
+            .any(|c| matches!(c, StoreConfig::Redis { .. }))
+    }
+
+    pub async fn key_value_store(
         &self,
         label: &str,
         state_dir: &Path,
@@ -84,6 +98,13 @@ impl RuntimeConfig {
                 let conn = key_value::open_database(&file)?;
                 Ok(Some(Arc::new(SqliteKeyValue::new(conn, label))))
             }
+            StoreConfig::Redis { url } => Ok(Some(Arc::new(
+                key_value::RedisKeyValue::connect(url)
+                    .await
+                    .with_context(|| {
+                        format!("{}: [key_value_store.{label}]", self.file.display())
+                    })?,
+            ))),
         }
     }
 
@@ -91,7 +112,12 @@ impl RuntimeConfig {
     pub fn sqlite_path(&self, label: &str, state_dir: &Path) -> Result<Option<PathBuf>> {
         match self.sqlite.get(label) {
             None => Ok(None),
-            Some(StoreConfig::Spin { path: Some(p) }) => Ok(Some(self.resolve(p))),
+            // Spin resolves SQLite paths against the working directory.
+            Some(StoreConfig::Spin { path: Some(p) }) => Ok(Some(p.clone())),
+            Some(StoreConfig::Redis { .. }) => bail!(
+                "{}: [sqlite_database.{label}] cannot be of type \"redis\"; use type = \"spin\"",
+                self.file.display()
+            ),
             Some(StoreConfig::Spin { path: None }) => {
                 if label == "default" {
                     Ok(Some(state_dir.join("sqlite_db.db")))

@@ -33,6 +33,7 @@ pub struct AppContext {
     pub variables: Variables,
     pub key_value: KeyValueStores,
     pub databases: Databases,
+    pub redis: crate::capabilities::redis::RedisProvider,
     pub limits: InstanceLimits,
     /// Dispatches `*.spin.internal` requests; set once the HTTP trigger exists.
     pub chaining: std::sync::OnceLock<Arc<crate::http::trigger::HttpTrigger>>,

@@ -6,6 +6,7 @@
 //! listener opens, and reported with the file, line or name involved.
 
 use crate::capabilities::key_value::{self, KeyValueStores, SqliteKeyValue};
+use crate::capabilities::redis::{EmbeddedRedis, RedisProvider};
 use crate::capabilities::sqlite::{self, Database, Databases};
 use crate::engine::{self, EngineOptions, EpochTicker};
 use crate::http::outbound::OutboundRules;
@@ -13,11 +14,13 @@ use crate::http::router::{RouteDecl, Router};
 use crate::http::server;
 use crate::http::trigger::{HttpTrigger, PreparedComponent, TriggerOptions};
 use crate::manifest::{App, RouteSpec};
+use crate::messaging::trigger::{MessageHandler, RedisTrigger};
+use crate::messaging::{self, broker::RetryPolicy, Broker, MessageBackend};
 use crate::state::{AppContext, ComponentContext, HostState, InstanceLimits};
 use crate::variables::Variables;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,6 +69,17 @@ pub struct UpCommand {
     /// How long to wait for in-flight requests on shutdown.
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     drain_timeout: u64,
+    /// Where messages travel: the embedded broker, or Redis pub/sub at the
+    /// manifest's addresses (default: redis if the runtime config puts a
+    /// key-value store on Redis, embedded otherwise).
+    #[arg(long, value_enum)]
+    message_backend: Option<MessageBackend>,
+    /// Attempts per message before it is dead-lettered.
+    #[arg(long, default_value = "5")]
+    message_max_attempts: u32,
+    /// Delay before the first retry of a failed message (doubles each time, up to 30 s).
+    #[arg(long, default_value = "200", value_name = "MS")]
+    message_retry_delay: u64,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -98,14 +112,6 @@ impl UpCommand {
                 app.http_base
             );
         }
-        if let Some(t) = app.redis_triggers.first() {
-            bail!(
-                "{}: [[trigger.redis]] for channel `{}` (address {}) needs the Redis message trigger, which this runtime-host does not run yet; remove the trigger or run the app with `spin up`",
-                manifest_path.display(),
-                t.channel,
-                t.address.as_deref().or(app.redis_address.as_deref()).unwrap_or("unset")
-            );
-        }
         app.check_sources()?;
         let variables = Variables::resolve(&app, &self.variables, |k| std::env::var(k).ok())?;
         let state_dir = self
@@ -119,7 +125,14 @@ impl UpCommand {
             Some(p) => crate::runtime_config::RuntimeConfig::load(p)?,
             None => Default::default(),
         };
-        let (key_value, databases) = open_stores(&app, &state_dir, &runtime_config)?;
+        let (key_value, databases) = open_stores(&app, &state_dir, &runtime_config).await?;
+        let backend = self
+            .message_backend
+            .unwrap_or(if runtime_config.uses_redis() {
+                MessageBackend::Redis
+            } else {
+                MessageBackend::Embedded
+            });
 
         let limits = InstanceLimits {
             request_timeout: Duration::from_secs(self.request_timeout),
@@ -132,10 +145,56 @@ impl UpCommand {
         })?;
         let linker = build_linker(&engine)?;
 
+        // Subscriptions: address → channel → components (templates expanded).
+        let mut subscriptions: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+        for t in &app.redis_triggers {
+            let address = t
+                .address
+                .as_deref()
+                .or(app.redis_address.as_deref())
+                .with_context(|| format!("{}: [[trigger.redis]] for component `{}` has no address and [application.trigger.redis] sets none", manifest_path.display(), t.component))?;
+            let address = variables.expand(address).context("Redis trigger address")?;
+            let channel = variables
+                .expand(&t.channel)
+                .context("Redis trigger channel")?;
+            subscriptions
+                .entry(address)
+                .or_default()
+                .entry(channel)
+                .or_default()
+                .push(t.component.clone());
+        }
+        let channels: BTreeMap<String, Vec<String>> =
+            subscriptions.values().fold(BTreeMap::new(), |mut acc, m| {
+                for (ch, comps) in m {
+                    acc.entry(ch.clone())
+                        .or_default()
+                        .extend(comps.iter().cloned());
+                }
+                acc
+            });
+        let broker = Arc::new(Broker::open(
+            &state_dir.join("messages.db"),
+            channels,
+            RetryPolicy {
+                max_attempts: self.message_max_attempts.max(1),
+                first_delay: Duration::from_millis(self.message_retry_delay),
+                max_delay: Duration::from_secs(30),
+            },
+        )?);
+        let redis = match backend {
+            MessageBackend::Embedded => RedisProvider::Embedded(EmbeddedRedis::open(
+                &state_dir.join("redis.db"),
+                broker.clone(),
+            )?),
+            MessageBackend::Redis => RedisProvider::Real(Default::default()),
+        };
+
         let app_ctx = Arc::new(AppContext {
             variables,
             key_value,
             databases,
+            redis,
             limits,
             chaining: Default::default(),
             listen_addr: Default::default(),
@@ -147,9 +206,15 @@ impl UpCommand {
             .iter()
             .map(|t| t.component.as_str())
             .collect();
+        let redis_components: BTreeSet<&str> = app
+            .redis_triggers
+            .iter()
+            .map(|t| t.component.as_str())
+            .collect();
         let cache_dir = state_dir.join("cache");
         let mut prepared = Vec::new();
-        for id in &http_components {
+        let mut message_handlers = HashMap::new();
+        for id in http_components.union(&redis_components) {
             let c = &app.components[*id];
             let outbound = OutboundRules::parse(&c.allowed_outbound_hosts, &component_ids, |t| {
                 app_ctx.variables.expand(t)
@@ -176,7 +241,13 @@ impl UpCommand {
                     c.source.display()
                 )
             })?;
-            prepared.push(PreparedComponent { context, pre });
+            if redis_components.contains(id) {
+                let handler = MessageHandler::new(&engine, &app_ctx, context.clone(), pre.clone())?;
+                message_handlers.insert(id.to_string(), handler);
+            }
+            if http_components.contains(id) {
+                prepared.push(PreparedComponent { context, pre });
+            }
         }
 
         let router = Router::build(app.http_triggers.iter().filter_map(|t| match &t.route {
@@ -208,6 +279,25 @@ impl UpCommand {
         print_banner(&app, &trigger, &app_ctx, local, &state_dir);
 
         let _ticker = EpochTicker::start(engine.clone());
+        if !message_handlers.is_empty() {
+            let trigger = Arc::new(RedisTrigger {
+                handlers: message_handlers,
+                subscriptions,
+            });
+            match backend {
+                MessageBackend::Embedded => {
+                    println!(
+                        "Messages: embedded broker ({})",
+                        state_dir.join("messages.db").display()
+                    );
+                    tokio::spawn(messaging::trigger::run_embedded(trigger, broker.clone()));
+                }
+                MessageBackend::Redis => {
+                    println!("Messages: Redis pub/sub");
+                    tokio::spawn(messaging::trigger::run_redis(trigger, broker.clone()));
+                }
+            }
+        }
         server::serve(
             listener,
             trigger,
@@ -223,7 +313,7 @@ impl UpCommand {
 
 /// Opens every key-value store and database the manifest names, embedded by
 /// default, as the runtime config says otherwise.
-fn open_stores(
+async fn open_stores(
     app: &App,
     state_dir: &Path,
     rc: &crate::runtime_config::RuntimeConfig,
@@ -238,6 +328,7 @@ fn open_stores(
     for label in kv_labels {
         let store = rc
             .key_value_store(label, state_dir)
+            .await
             .with_context(|| format!("key-value store `{label}`"))?;
         match store {
             Some(s) => kv.insert(label, s),

@@ -307,6 +307,103 @@ impl KeyValueStore for SqliteKeyValue {
     }
 }
 
+/// A store on a Redis server (runtime config `type = "redis"`), with Spin's
+/// Redis-store semantics: keys are stored as given (one server or database
+/// per label), counters are Redis integers (`INCRBY`, decimal text), and
+/// compare-and-swap is one Lua script, so it is atomic across hosts.
+pub struct RedisKeyValue {
+    manager: redis::aio::ConnectionManager,
+}
+
+impl RedisKeyValue {
+    pub async fn connect(url: &str) -> Result<RedisKeyValue> {
+        let client =
+            redis::Client::open(url).with_context(|| format!("invalid Redis URL `{url}`"))?;
+        let manager = redis::aio::ConnectionManager::new(client)
+            .await
+            .with_context(|| format!("cannot connect to Redis at {url}"))?;
+        Ok(RedisKeyValue { manager })
+    }
+}
+
+const CAS_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+local matches
+if ARGV[1] == '1' then matches = (current == ARGV[2]) else matches = (current == false) end
+if matches then redis.call('SET', KEYS[1], ARGV[3]) return 1 end
+return 0";
+
+#[async_trait]
+impl KeyValueStore for RedisKeyValue {
+    async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
+        use redis::AsyncCommands;
+        self.manager.clone().get(key).await.map_err(other)
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
+        use redis::AsyncCommands;
+        self.manager.clone().set(key, value).await.map_err(other)
+    }
+    async fn delete(&self, key: &str) -> KvResult<()> {
+        use redis::AsyncCommands;
+        self.manager.clone().del::<_, ()>(key).await.map_err(other)
+    }
+    async fn exists(&self, key: &str) -> KvResult<bool> {
+        use redis::AsyncCommands;
+        self.manager.clone().exists(key).await.map_err(other)
+    }
+    async fn get_keys(&self) -> KvResult<Vec<String>> {
+        use redis::AsyncCommands;
+        let mut keys: Vec<String> = self.manager.clone().keys("*").await.map_err(other)?;
+        keys.sort();
+        Ok(keys)
+    }
+    async fn get_many(&self, keys: Vec<String>) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let v = self.get(&k).await?;
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+    async fn set_many(&self, entries: Vec<(String, Vec<u8>)>) -> KvResult<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (k, v) in &entries {
+            pipe.set(k, v.as_slice()).ignore();
+        }
+        pipe.query_async::<()>(&mut self.manager.clone())
+            .await
+            .map_err(other)
+    }
+    async fn delete_many(&self, keys: Vec<String>) -> KvResult<()> {
+        use redis::AsyncCommands;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.manager.clone().del::<_, ()>(keys).await.map_err(other)
+    }
+    async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
+        use redis::AsyncCommands;
+        self.manager.clone().incr(key, delta).await.map_err(other)
+    }
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> KvResult<bool> {
+        let swapped: i64 = redis::Script::new(CAS_SCRIPT)
+            .key(key)
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or_default())
+            .arg(new)
+            .invoke_async(&mut self.manager.clone())
+            .await
+            .map_err(other)?;
+        Ok(swapped == 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 pub mod key_value;
 pub mod p2;
 pub mod p3;
+pub mod redis;
 pub mod sqlite;
 
 use crate::state::HostState;

@@ -3,6 +3,7 @@
 //! capability backends in the sibling modules.
 
 use super::key_value::{KeyValueStore, KvError};
+use super::redis::{Param, RedisConnection, RedisError, Reply};
 use super::sqlite::{PooledConnection, SqlError, Value};
 use crate::state::HostState;
 use crate::variables::LookupError;
@@ -11,6 +12,9 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 
 /// An open key-value store handle (Spin `store` / wasi `bucket`).
 pub struct KvHandle(pub Arc<dyn KeyValueStore>);
+
+/// An open outbound Redis connection.
+pub struct RedisHandle(pub Arc<dyn RedisConnection>);
 
 /// A compare-and-swap in progress: the value seen when it was read.
 pub struct CasHandle {
@@ -28,6 +32,7 @@ mod bindings {
                 import fermyon:spin/key-value@2.0.0;
                 import fermyon:spin/variables@2.0.0;
                 import fermyon:spin/sqlite@2.0.0;
+                import fermyon:spin/redis@2.0.0;
                 import wasi:keyvalue/store@0.2.0-draft2;
                 import wasi:keyvalue/atomics@0.2.0-draft2;
                 import wasi:keyvalue/batch@0.2.0-draft2;
@@ -38,6 +43,7 @@ mod bindings {
         with: {
             "fermyon:spin/key-value.store": super::KvHandle,
             "fermyon:spin/sqlite.connection": crate::capabilities::sqlite::PooledConnection,
+            "fermyon:spin/redis.connection": super::RedisHandle,
             "wasi:keyvalue/store.bucket": super::KvHandle,
             "wasi:keyvalue/atomics.cas": super::CasHandle,
         },
@@ -45,7 +51,7 @@ mod bindings {
 }
 
 use bindings::fermyon::spin2_0_0::{
-    key_value as spin_kv, sqlite as spin_sql, variables as spin_vars,
+    key_value as spin_kv, redis as spin_redis, sqlite as spin_sql, variables as spin_vars,
 };
 use bindings::wasi::keyvalue::{atomics as wasi_atomics, batch as wasi_batch, store as wasi_store};
 
@@ -54,6 +60,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     spin_kv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s).map_err(map)?;
     spin_vars::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s).map_err(map)?;
     spin_sql::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s).map_err(map)?;
+    spin_redis::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s).map_err(map)?;
     wasi_store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s).map_err(map)?;
     wasi_atomics::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s).map_err(map)?;
     wasi_batch::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s).map_err(map)?;
@@ -422,6 +429,165 @@ impl spin_sql::HostConnection for HostState {
     }
 
     async fn drop(&mut self, this: Resource<PooledConnection>) -> WResult<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+// ---- fermyon:spin/redis@2.0.0 -----------------------------------------------
+
+impl From<RedisError> for spin_redis::Error {
+    fn from(e: RedisError) -> Self {
+        match e {
+            RedisError::InvalidAddress => Self::InvalidAddress,
+            RedisError::TypeError => Self::TypeError,
+            RedisError::Other(m) => Self::Other(m),
+        }
+    }
+}
+
+impl HostState {
+    /// Opens `address` if the component's `allowed_outbound_hosts` allow it.
+    pub(crate) async fn open_redis(
+        &mut self,
+        address: &str,
+    ) -> Result<Arc<dyn RedisConnection>, RedisError> {
+        let (scheme, host, port) = super::redis::address_parts(address)?;
+        if !self.component.outbound.allows(&scheme, &host, port) {
+            tracing::info!(component = %self.component.id, %address, "outbound Redis denied: not in allowed_outbound_hosts");
+            return Err(RedisError::Other(format!(
+                "{address} is not allowed: add it to allowed_outbound_hosts of component `{}`",
+                self.component.id
+            )));
+        }
+        self.app.redis.open(address).await
+    }
+
+    fn redis(&self, h: &Resource<RedisHandle>) -> WResult<Arc<dyn RedisConnection>> {
+        Ok(self.table.get(h)?.0.clone())
+    }
+}
+
+impl spin_redis::Host for HostState {}
+
+impl spin_redis::HostConnection for HostState {
+    async fn open(
+        &mut self,
+        address: String,
+    ) -> WResult<Result<Resource<RedisHandle>, spin_redis::Error>> {
+        match self.open_redis(&address).await {
+            Ok(c) => Ok(Ok(self.table.push(RedisHandle(c))?)),
+            Err(e) => Ok(Err(e.into())),
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        this: Resource<RedisHandle>,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> WResult<Result<(), spin_redis::Error>> {
+        let c = self.redis(&this)?;
+        Ok(c.publish(&channel, payload).await.map_err(Into::into))
+    }
+
+    async fn get(
+        &mut self,
+        this: Resource<RedisHandle>,
+        key: String,
+    ) -> WResult<Result<Option<Vec<u8>>, spin_redis::Error>> {
+        let c = self.redis(&this)?;
+        Ok(c.get(&key).await.map_err(Into::into))
+    }
+
+    async fn set(
+        &mut self,
+        this: Resource<RedisHandle>,
+        key: String,
+        value: Vec<u8>,
+    ) -> WResult<Result<(), spin_redis::Error>> {
+        let c = self.redis(&this)?;
+        Ok(c.set(&key, value).await.map_err(Into::into))
+    }
+
+    async fn incr(
+        &mut self,
+        this: Resource<RedisHandle>,
+        key: String,
+    ) -> WResult<Result<i64, spin_redis::Error>> {
+        let c = self.redis(&this)?;
+        Ok(c.incr(&key).await.map_err(Into::into))
+    }
+
+    async fn del(
+        &mut self,
+        this: Resource<RedisHandle>,
+        keys: Vec<String>,
+    ) -> WResult<Result<u32, spin_redis::Error>> {
+        let c = self.redis(&this)?;
+        Ok(c.del(keys).await.map_err(Into::into))
+    }
+
+    async fn sadd(
+        &mut self,
+        this: Resource<RedisHandle>,
+        key: String,
+        values: Vec<String>,
+    ) -> WResult<Result<u32, spin_redis::Error>> {
+        let c = self.redis(&this)?;
+        Ok(c.sadd(&key, values).await.map_err(Into::into))
+    }
+
+    async fn smembers(
+        &mut self,
+        this: Resource<RedisHandle>,
+        key: String,
+    ) -> WResult<Result<Vec<String>, spin_redis::Error>> {
+        let c = self.redis(&this)?;
+        Ok(c.smembers(&key).await.map_err(Into::into))
+    }
+
+    async fn srem(
+        &mut self,
+        this: Resource<RedisHandle>,
+        key: String,
+        values: Vec<String>,
+    ) -> WResult<Result<u32, spin_redis::Error>> {
+        let c = self.redis(&this)?;
+        Ok(c.srem(&key, values).await.map_err(Into::into))
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<RedisHandle>,
+        command: String,
+        arguments: Vec<spin_redis::RedisParameter>,
+    ) -> WResult<Result<Vec<spin_redis::RedisResult>, spin_redis::Error>> {
+        let c = self.redis(&this)?;
+        let args = arguments
+            .into_iter()
+            .map(|a| match a {
+                spin_redis::RedisParameter::Int64(i) => Param::Int64(i),
+                spin_redis::RedisParameter::Binary(b) => Param::Binary(b),
+            })
+            .collect();
+        Ok(c.execute(&command, args)
+            .await
+            .map(|replies| {
+                replies
+                    .into_iter()
+                    .map(|r| match r {
+                        Reply::Nil => spin_redis::RedisResult::Nil,
+                        Reply::Status(s) => spin_redis::RedisResult::Status(s),
+                        Reply::Int64(i) => spin_redis::RedisResult::Int64(i),
+                        Reply::Binary(b) => spin_redis::RedisResult::Binary(b),
+                    })
+                    .collect()
+            })
+            .map_err(Into::into))
+    }
+
+    async fn drop(&mut self, this: Resource<RedisHandle>) -> WResult<()> {
         self.table.delete(this)?;
         Ok(())
     }

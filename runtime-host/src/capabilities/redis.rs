@@ -1,0 +1,386 @@
+//! Outbound Redis (`fermyon:spin/redis@2.0.0`, `spin:redis/redis@3.0.0`):
+//! one backend trait, two implementations.
+//!
+//! - [`EmbeddedRedis`] (default): strings and sets in a SQLite file under the
+//!   state dir, and `publish` hands the message to the embedded broker
+//!   ([`crate::messaging`]), so an app that publishes and subscribes runs with
+//!   nothing installed. Every address maps to this one store.
+//! - [`RealRedis`]: a connection manager per address (it reconnects after the
+//!   server restarts); chosen when the host runs in Redis messaging mode.
+//!
+//! Either way, a component may only open addresses its
+//! `allowed_outbound_hosts` allows (`redis://host:port`), as in Spin.
+
+use crate::messaging::Broker;
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub enum RedisError {
+    InvalidAddress,
+    TypeError,
+    Other(String),
+}
+
+pub type RResult<T> = Result<T, RedisError>;
+
+/// A `redis-parameter`.
+#[derive(Debug, Clone)]
+pub enum Param {
+    Int64(i64),
+    Binary(Vec<u8>),
+}
+
+/// A `redis-result`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Nil,
+    Status(String),
+    Int64(i64),
+    Binary(Vec<u8>),
+}
+
+#[async_trait]
+pub trait RedisConnection: Send + Sync {
+    async fn publish(&self, channel: &str, payload: Vec<u8>) -> RResult<()>;
+    async fn get(&self, key: &str) -> RResult<Option<Vec<u8>>>;
+    async fn set(&self, key: &str, value: Vec<u8>) -> RResult<()>;
+    async fn incr(&self, key: &str) -> RResult<i64>;
+    async fn del(&self, keys: Vec<String>) -> RResult<u32>;
+    async fn sadd(&self, key: &str, values: Vec<String>) -> RResult<u32>;
+    async fn smembers(&self, key: &str) -> RResult<Vec<String>>;
+    async fn srem(&self, key: &str, values: Vec<String>) -> RResult<u32>;
+    async fn execute(&self, command: &str, args: Vec<Param>) -> RResult<Vec<Reply>>;
+}
+
+/// Opens connections by address for the whole host.
+pub enum RedisProvider {
+    Embedded(Arc<EmbeddedRedis>),
+    Real(RealRedisPool),
+}
+
+impl RedisProvider {
+    pub async fn open(&self, address: &str) -> RResult<Arc<dyn RedisConnection>> {
+        match self {
+            RedisProvider::Embedded(e) => Ok(e.clone()),
+            RedisProvider::Real(pool) => pool.open(address).await,
+        }
+    }
+}
+
+/// Host, port and scheme of a `redis://` address, for the allow-list check.
+pub fn address_parts(address: &str) -> RResult<(String, String, Option<u16>)> {
+    let uri: http::Uri = address.parse().map_err(|_| RedisError::InvalidAddress)?;
+    let scheme = uri
+        .scheme_str()
+        .ok_or(RedisError::InvalidAddress)?
+        .to_string();
+    if scheme != "redis" && scheme != "rediss" {
+        return Err(RedisError::InvalidAddress);
+    }
+    let host = uri.host().ok_or(RedisError::InvalidAddress)?.to_string();
+    Ok((scheme, host, uri.port_u16()))
+}
+
+// ---- embedded ----------------------------------------------------------------
+
+pub struct EmbeddedRedis {
+    conn: Mutex<Connection>,
+    broker: Arc<Broker>,
+}
+
+impl EmbeddedRedis {
+    pub fn open(path: &Path, broker: Arc<Broker>) -> anyhow::Result<Arc<Self>> {
+        use anyhow::Context as _;
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open embedded Redis store {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS strings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS sets (key TEXT NOT NULL, member TEXT NOT NULL,
+                                              PRIMARY KEY (key, member));",
+        )?;
+        Ok(Arc::new(Self {
+            conn: Mutex::new(conn),
+            broker,
+        }))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> RResult<T> {
+        let mut c = self
+            .conn
+            .lock()
+            .map_err(|_| RedisError::Other("embedded store lock poisoned".into()))?;
+        f(&mut c).map_err(|e| RedisError::Other(e.to_string()))
+    }
+
+    fn incr_by(&self, key: &str, delta: i64) -> RResult<i64> {
+        let current = self.get_sync(key)?;
+        let n = match current {
+            None => 0,
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or(RedisError::TypeError)?,
+        };
+        let next = n.checked_add(delta).ok_or(RedisError::TypeError)?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO strings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, next.to_string().into_bytes()],
+            )
+        })?;
+        Ok(next)
+    }
+
+    fn get_sync(&self, key: &str) -> RResult<Option<Vec<u8>>> {
+        self.with(|c| {
+            c.prepare_cached("SELECT value FROM strings WHERE key = ?1")?
+                .query_row(params![key], |r| r.get(0))
+                .optional()
+        })
+    }
+}
+
+fn text(p: &Param) -> String {
+    match p {
+        Param::Int64(i) => i.to_string(),
+        Param::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+    }
+}
+
+#[async_trait]
+impl RedisConnection for EmbeddedRedis {
+    async fn publish(&self, channel: &str, payload: Vec<u8>) -> RResult<()> {
+        self.broker
+            .publish(channel, &payload)
+            .map_err(|e| RedisError::Other(format!("{e:#}")))
+    }
+
+    async fn get(&self, key: &str) -> RResult<Option<Vec<u8>>> {
+        self.get_sync(key)
+    }
+
+    async fn set(&self, key: &str, value: Vec<u8>) -> RResult<()> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO strings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![key, value])
+        })
+        .map(drop)
+    }
+
+    async fn incr(&self, key: &str) -> RResult<i64> {
+        // One lock for read-modify-write keeps INCR atomic within the host.
+        let _guard = INCR_LOCK.lock();
+        self.incr_by(key, 1)
+    }
+
+    async fn del(&self, keys: Vec<String>) -> RResult<u32> {
+        self.with(|c| {
+            let mut n = 0;
+            for k in &keys {
+                n += c.execute("DELETE FROM strings WHERE key = ?1", params![k])?;
+                n += c
+                    .execute("DELETE FROM sets WHERE key = ?1", params![k])?
+                    .min(1);
+            }
+            Ok(n as u32)
+        })
+    }
+
+    async fn sadd(&self, key: &str, values: Vec<String>) -> RResult<u32> {
+        self.with(|c| {
+            let mut n = 0;
+            for v in &values {
+                n += c.execute(
+                    "INSERT OR IGNORE INTO sets (key, member) VALUES (?1, ?2)",
+                    params![key, v],
+                )?;
+            }
+            Ok(n as u32)
+        })
+    }
+
+    async fn smembers(&self, key: &str) -> RResult<Vec<String>> {
+        self.with(|c| {
+            let mut s =
+                c.prepare_cached("SELECT member FROM sets WHERE key = ?1 ORDER BY member")?;
+            let rows = s.query_map(params![key], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    async fn srem(&self, key: &str, values: Vec<String>) -> RResult<u32> {
+        self.with(|c| {
+            let mut n = 0;
+            for v in &values {
+                n += c.execute(
+                    "DELETE FROM sets WHERE key = ?1 AND member = ?2",
+                    params![key, v],
+                )?;
+            }
+            Ok(n as u32)
+        })
+    }
+
+    /// The commands the typed functions cover, plus INCRBY and EXISTS;
+    /// anything else is an error naming the command.
+    async fn execute(&self, command: &str, args: Vec<Param>) -> RResult<Vec<Reply>> {
+        let arg = |i: usize| args.get(i).map(text).ok_or(RedisError::TypeError);
+        let reply = match command.to_ascii_uppercase().as_str() {
+            "GET" => match self.get(&arg(0)?).await? {
+                Some(v) => Reply::Binary(v),
+                None => Reply::Nil,
+            },
+            "SET" => {
+                let value = match args.get(1) {
+                    Some(Param::Binary(b)) => b.clone(),
+                    Some(Param::Int64(i)) => i.to_string().into_bytes(),
+                    None => return Err(RedisError::TypeError),
+                };
+                self.set(&arg(0)?, value).await?;
+                Reply::Status("OK".into())
+            }
+            "INCR" => Reply::Int64(self.incr(&arg(0)?).await?),
+            "INCRBY" => {
+                let delta = match args.get(1) {
+                    Some(Param::Int64(i)) => *i,
+                    Some(p) => text(p).parse().map_err(|_| RedisError::TypeError)?,
+                    None => return Err(RedisError::TypeError),
+                };
+                let _guard = INCR_LOCK.lock();
+                Reply::Int64(self.incr_by(&arg(0)?, delta)?)
+            }
+            "DEL" => Reply::Int64(self.del(args.iter().map(text).collect()).await? as i64),
+            "EXISTS" => Reply::Int64(self.get(&arg(0)?).await?.is_some() as i64),
+            "PUBLISH" => {
+                let payload = match args.get(1) {
+                    Some(Param::Binary(b)) => b.clone(),
+                    Some(p) => text(p).into_bytes(),
+                    None => return Err(RedisError::TypeError),
+                };
+                self.publish(&arg(0)?, payload).await?;
+                Reply::Int64(1)
+            }
+            other => {
+                return Err(RedisError::Other(format!(
+                    "`{other}` is not supported by the embedded Redis store (GET, SET, INCR, INCRBY, DEL, EXISTS, PUBLISH are); run with real Redis for other commands"
+                )))
+            }
+        };
+        Ok(vec![reply])
+    }
+}
+
+static INCR_LOCK: Mutex<()> = Mutex::new(());
+
+// ---- real Redis ----------------------------------------------------------------
+
+/// Connection managers by address; each reconnects on its own.
+#[derive(Default)]
+pub struct RealRedisPool {
+    conns: tokio::sync::Mutex<HashMap<String, Arc<RealRedis>>>,
+}
+
+impl RealRedisPool {
+    async fn open(&self, address: &str) -> RResult<Arc<dyn RedisConnection>> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(address) {
+            return Ok(c.clone());
+        }
+        let client = redis::Client::open(address).map_err(|_| RedisError::InvalidAddress)?;
+        let manager = redis::aio::ConnectionManager::new(client)
+            .await
+            .map_err(|e| RedisError::Other(format!("cannot connect to {address}: {e}")))?;
+        let c = Arc::new(RealRedis { manager });
+        conns.insert(address.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+pub struct RealRedis {
+    manager: redis::aio::ConnectionManager,
+}
+
+fn other(e: redis::RedisError) -> RedisError {
+    if e.kind() == redis::ErrorKind::UnexpectedReturnType {
+        RedisError::TypeError
+    } else {
+        RedisError::Other(e.to_string())
+    }
+}
+
+#[async_trait]
+impl RedisConnection for RealRedis {
+    async fn publish(&self, channel: &str, payload: Vec<u8>) -> RResult<()> {
+        let mut c = self.manager.clone();
+        c.publish::<_, _, i64>(channel, payload)
+            .await
+            .map(drop)
+            .map_err(other)
+    }
+    async fn get(&self, key: &str) -> RResult<Option<Vec<u8>>> {
+        let mut c = self.manager.clone();
+        c.get(key).await.map_err(other)
+    }
+    async fn set(&self, key: &str, value: Vec<u8>) -> RResult<()> {
+        let mut c = self.manager.clone();
+        c.set::<_, _, ()>(key, value).await.map_err(other)
+    }
+    async fn incr(&self, key: &str) -> RResult<i64> {
+        let mut c = self.manager.clone();
+        c.incr(key, 1).await.map_err(other)
+    }
+    async fn del(&self, keys: Vec<String>) -> RResult<u32> {
+        let mut c = self.manager.clone();
+        c.del(keys).await.map_err(other)
+    }
+    async fn sadd(&self, key: &str, values: Vec<String>) -> RResult<u32> {
+        let mut c = self.manager.clone();
+        c.sadd(key, values).await.map_err(other)
+    }
+    async fn smembers(&self, key: &str) -> RResult<Vec<String>> {
+        let mut c = self.manager.clone();
+        c.smembers(key).await.map_err(other)
+    }
+    async fn srem(&self, key: &str, values: Vec<String>) -> RResult<u32> {
+        let mut c = self.manager.clone();
+        c.srem(key, values).await.map_err(other)
+    }
+    async fn execute(&self, command: &str, args: Vec<Param>) -> RResult<Vec<Reply>> {
+        let mut cmd = redis::cmd(command);
+        for a in &args {
+            match a {
+                Param::Int64(i) => cmd.arg(*i),
+                Param::Binary(b) => cmd.arg(b.as_slice()),
+            };
+        }
+        let mut c = self.manager.clone();
+        let value: redis::Value = cmd.query_async(&mut c).await.map_err(other)?;
+        Ok(flatten(value))
+    }
+}
+
+fn flatten(v: redis::Value) -> Vec<Reply> {
+    match v {
+        redis::Value::Nil => vec![Reply::Nil],
+        redis::Value::Int(i) => vec![Reply::Int64(i)],
+        redis::Value::BulkString(b) => vec![Reply::Binary(b)],
+        redis::Value::SimpleString(s) => vec![Reply::Status(s)],
+        redis::Value::Okay => vec![Reply::Status("OK".into())],
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            items.into_iter().flat_map(flatten).collect()
+        }
+        other => vec![Reply::Binary(format!("{other:?}").into_bytes())],
+    }
+}

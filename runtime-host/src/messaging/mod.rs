@@ -1,0 +1,16 @@
+//! Messages: the embedded broker (default) or Redis pub/sub, and the Redis
+//! trigger that hands each message to subscribing components.
+
+pub mod broker;
+pub mod trigger;
+
+pub use broker::Broker;
+
+/// Where messages travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MessageBackend {
+    /// A durable queue under the state dir; nothing else needed.
+    Embedded,
+    /// Redis pub/sub at the addresses the manifest names.
+    Redis,
+}

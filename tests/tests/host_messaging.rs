@@ -1,0 +1,311 @@
+//! The Redis trigger and outbound Redis: embedded broker (retries, dead
+//! letters, durability) and real `redis-server` (pub/sub, reconnection,
+//! key-value on Redis).
+
+use app_tests::{eventually, request, wasm, Host, RedisServer};
+use std::time::Duration;
+
+fn manifest(address: &str) -> String {
+    format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "messaging"
+[application.trigger.redis]
+address = "{address}"
+[variables]
+redis_address = {{ default = "{address}" }}
+channel = {{ default = "events" }}
+
+[[trigger.http]]
+route = "/..."
+component = "web"
+[[trigger.redis]]
+channel = "{{{{ channel }}}}"
+component = "subscriber"
+[[trigger.redis]]
+channel = "p3-events"
+component = "subscriber-p3"
+
+[component.web]
+source = "{web}"
+key_value_stores = ["default"]
+allowed_outbound_hosts = ["redis://127.0.0.1:*"]
+variables = {{ redis_address = "{{{{ redis_address }}}}" }}
+[component.subscriber]
+source = "{sub}"
+key_value_stores = ["default"]
+[component.subscriber-p3]
+source = "{sub3}"
+key_value_stores = ["default"]
+"#,
+        web = wasm("fixture-p2-app").display(),
+        sub = wasm("fixture-subscriber").display(),
+        sub3 = wasm("fixture-subscriber-p3").display(),
+    )
+}
+
+async fn counter(host: &Host, key: &str) -> i64 {
+    request("POST", host.url(&format!("/incr/default/{key}?by=0")), "")
+        .await
+        .json()
+        .as_i64()
+        .unwrap()
+}
+
+async fn publish(host: &Host, channel: &str, body: &str) {
+    let r = request(
+        "POST",
+        host.url(&format!("/publish/{channel}")),
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn embedded_publish_reaches_subscribers_and_retries_failures() {
+    let host = Host::start(
+        &manifest("redis://127.0.0.1:6399"),
+        &["--message-retry-delay", "50"],
+    );
+    publish(&host, "events", "m1").await;
+    assert!(eventually(WAIT, || async { counter(&host, "handled").await == 1 }).await);
+    // Fails twice, succeeds on the third attempt.
+    publish(&host, "events", "m2:fail-until:3").await;
+    assert!(eventually(WAIT, || async { counter(&host, "handled").await == 2 }).await);
+    assert_eq!(counter(&host, "attempts:m2").await, 3);
+    // The WASIp3 subscriber.
+    publish(&host, "p3-events", "hello").await;
+    publish(&host, "p3-events", "again").await;
+    assert!(
+        eventually(WAIT, || async {
+            app_tests::get(host.url("/kv/default/p3-log")).await.text() == "hello,again"
+        })
+        .await
+    );
+    // Outbound Redis commands work on the embedded store.
+    assert_eq!(
+        request("POST", host.url("/redis/incr/n"), "").await.json(),
+        1
+    );
+    assert_eq!(
+        request("POST", host.url("/redis/incr/n"), "").await.json(),
+        2
+    );
+    assert_eq!(app_tests::get(host.url("/redis/get/n")).await.json(), "2");
+}
+
+#[tokio::test]
+async fn always_failing_messages_are_dead_lettered() {
+    let host = Host::start(
+        &manifest("redis://127.0.0.1:6399"),
+        &["--message-retry-delay", "20", "--message-max-attempts", "3"],
+    );
+    publish(&host, "events", "bad:always-fail").await;
+    assert!(eventually(WAIT, || async { counter(&host, "attempts:bad").await == 3 }).await);
+    let letters = || {
+        let out = std::process::Command::new(app_tests::host_binary())
+            .args(["dead-letters", "--state-dir"])
+            .arg(host.state_dir())
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(eventually(WAIT, || async { !letters().is_empty() }).await);
+    let letter: serde_json::Value =
+        serde_json::from_str(letters().lines().next().unwrap()).unwrap();
+    assert_eq!(letter["channel"], "events");
+    assert_eq!(letter["component"], "subscriber");
+    assert_eq!(letter["payload"], "bad:always-fail");
+    assert_eq!(letter["attempts"], 3);
+    assert!(
+        letter["error"].as_str().unwrap().contains("error"),
+        "{letter}"
+    );
+    assert_eq!(counter(&host, "metrics:dead_letters_total").await, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        counter(&host, "attempts:bad").await,
+        3,
+        "no attempt after dead-lettering"
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_parallel_messages_are_each_handled_once() {
+    let host = Host::start(&manifest("redis://127.0.0.1:6399"), &[]);
+    let client = app_tests::client();
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let client = client.clone();
+            let url = host.url("/publish/events");
+            tokio::spawn(async move {
+                app_tests::send(&client, "POST", &url, &[], format!("bulk{i}")).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().status, 200);
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            counter(&host, "handled").await == 1000
+        })
+        .await,
+        "handled: {}",
+        counter(&host, "handled").await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(counter(&host, "handled").await, 1000);
+}
+
+#[tokio::test]
+async fn queued_messages_survive_sigkill() {
+    // A long retry delay keeps the message queued after its first failure.
+    let mut host = Host::start(
+        &manifest("redis://127.0.0.1:6399"),
+        &["--message-retry-delay", "1500"],
+    );
+    publish(&host, "events", "durable:fail-until:2").await;
+    assert!(
+        eventually(WAIT, || async {
+            counter(&host, "attempts:durable").await == 1
+        })
+        .await
+    );
+    host.restart(); // SIGKILL with the message still queued
+    assert!(eventually(WAIT, || async { counter(&host, "handled").await == 1 }).await);
+    assert_eq!(counter(&host, "attempts:durable").await, 2);
+}
+
+#[tokio::test]
+async fn real_redis_pub_sub_reconnects_after_a_restart() {
+    let mut redis = RedisServer::start();
+    let host = Host::start(&manifest(&redis.url()), &["--message-backend", "redis"]);
+    assert!(
+        host.stdout().contains("Messages: Redis pub/sub"),
+        "{}",
+        host.stdout()
+    );
+    // The subscription is asynchronous: publish until the first one lands.
+    assert!(
+        eventually(WAIT, || async {
+            publish(&host, "events", "r1").await;
+            counter(&host, "handled").await == 1
+        })
+        .await
+    );
+    publish(&host, "p3-events", "p3").await;
+    assert!(
+        eventually(WAIT, || async {
+            app_tests::get(host.url("/kv/default/p3-log"))
+                .await
+                .text()
+                .contains("p3")
+        })
+        .await
+    );
+    // Outbound commands reach the real server.
+    assert_eq!(
+        request("POST", host.url("/redis/incr/n"), "").await.json(),
+        1
+    );
+
+    redis.restart();
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let r = request("POST", host.url("/publish/events"), "r2").await;
+            r.status == 200 && counter(&host, "handled").await == 2
+        })
+        .await,
+        "a message published after the Redis restart was not handled:\n{}",
+        host.stderr()
+    );
+}
+
+fn kv_manifest() -> String {
+    format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "kv-redis"
+[[trigger.http]]
+route = "/..."
+component = "web"
+[component.web]
+source = "{}"
+key_value_stores = ["default"]
+"#,
+        wasm("fixture-p2-app").display()
+    )
+}
+
+#[tokio::test]
+async fn key_value_semantics_on_redis() {
+    let redis = RedisServer::start();
+    let dir = app_tests::TempDir::new("rc");
+    let rc = dir.path().join("runtime-config.toml");
+    std::fs::write(
+        &rc,
+        format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let host = Host::start(
+        &kv_manifest(),
+        &["--runtime-config-file", rc.to_str().unwrap()],
+    );
+    let kv = |p: &str| host.url(&format!("/kv/default/{p}"));
+    assert_eq!(app_tests::get(kv("a")).await.status, 404);
+    assert_eq!(request("PUT", kv("a"), "1").await.status, 204);
+    assert_eq!(app_tests::get(kv("a")).await.text(), "1");
+    assert_eq!(app_tests::get(kv("a/exists")).await.json(), true);
+    assert_eq!(
+        app_tests::get(host.url("/kv/default")).await.json(),
+        serde_json::json!(["a"])
+    );
+    assert_eq!(request("DELETE", kv("a"), "").await.status, 204);
+    assert_eq!(app_tests::get(kv("a/exists")).await.json(), false);
+
+    let tasks: Vec<_> = (0..200)
+        .map(|_| tokio::spawn(request("POST", host.url("/incr/default/c"), "")))
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    assert_eq!(
+        request("POST", host.url("/incr/default/c?by=0"), "")
+            .await
+            .json(),
+        200
+    );
+
+    let tasks: Vec<_> = (0..30)
+        .map(|_| tokio::spawn(request("POST", host.url("/cas/default/log"), "x")))
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    assert_eq!(app_tests::get(kv("log")).await.text(), "x".repeat(30));
+}
+
+#[test]
+fn runtime_config_errors_name_the_problem() {
+    let dir = app_tests::TempDir::new("rc-bad");
+    let rc = dir.path().join("rc.toml");
+    std::fs::write(&rc, "[key_value_store.default]\ntype = \"mongo\"\n").unwrap();
+    let err = app_tests::start_failure(
+        &kv_manifest(),
+        &["--runtime-config-file", rc.to_str().unwrap()],
+    );
+    assert!(err.contains("rc.toml") && err.contains("mongo"), "{err}");
+    std::fs::write(&rc, "[key_value_stor.default]\ntype = \"spin\"\n").unwrap();
+    let err = app_tests::start_failure(
+        &kv_manifest(),
+        &["--runtime-config-file", rc.to_str().unwrap()],
+    );
+    assert!(err.contains("key_value_stor"), "{err}");
+}
