@@ -11,6 +11,7 @@ fn manifest() -> String {
 name = "p3"
 [variables]
 colour = {{ default = "teal" }}
+redis_address = {{ default = "redis://127.0.0.1:6399" }}
 [[trigger.http]]
 route = "/p3/..."
 component = "p3"
@@ -21,7 +22,8 @@ component = "p2"
 source = "{p3}"
 key_value_stores = ["default"]
 sqlite_databases = ["default"]
-variables = {{ colour = "{{{{ colour }}}}" }}
+variables = {{ colour = "{{{{ colour }}}}", redis_address = "{{{{ redis_address }}}}" }}
+allowed_outbound_hosts = ["redis://127.0.0.1:6399"]
 [component.p2]
 source = "{p2}"
 key_value_stores = ["default"]
@@ -87,6 +89,20 @@ async fn p3_components_use_every_capability() {
     let r = sql("SELECT a, b FROM t ORDER BY a").await.json();
     assert_eq!(r["columns"], serde_json::json!(["a", "b"]));
     assert_eq!(r["rows"], serde_json::json!([[1, "one"], [2, "two"]]));
+
+    // Outbound Redis through spin:redis@3.0.0 (embedded store).
+    assert_eq!(
+        request("POST", host.url("/p3/redis/incr/n"), "")
+            .await
+            .json(),
+        1
+    );
+    assert_eq!(
+        request("POST", host.url("/p3/redis/incr/n"), "")
+            .await
+            .json(),
+        2
+    );
 }
 
 #[tokio::test]

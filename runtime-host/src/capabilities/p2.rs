@@ -452,14 +452,7 @@ impl HostState {
         &mut self,
         address: &str,
     ) -> Result<Arc<dyn RedisConnection>, RedisError> {
-        let (scheme, host, port) = super::redis::address_parts(address)?;
-        if !self.component.outbound.allows(&scheme, &host, port) {
-            tracing::info!(component = %self.component.id, %address, "outbound Redis denied: not in allowed_outbound_hosts");
-            return Err(RedisError::Other(format!(
-                "{address} is not allowed: add it to allowed_outbound_hosts of component `{}`",
-                self.component.id
-            )));
-        }
+        super::redis::check_allowed(&self.component, address)?;
         self.app.redis.open(address).await
     }
 

@@ -12,6 +12,7 @@ mod bindings {
                 import spin:key-value/key-value@3.0.0;
                 import spin:variables/variables@3.0.0;
                 import spin:sqlite/sqlite@3.1.0;
+                import spin:redis/redis@3.0.0;
             }
         "#,
         world: "runtime-host:p3/capabilities",
@@ -19,16 +20,20 @@ mod bindings {
         with: {
             "spin:key-value/key-value.store": crate::capabilities::p2::KvHandle,
             "spin:sqlite/sqlite.connection": crate::capabilities::sqlite::PooledConnection,
+            "spin:redis/redis.connection": crate::capabilities::p2::RedisHandle,
         },
     });
 }
 
 use super::key_value::{KeyValueStore, KvError};
 use super::p2::KvHandle;
+use super::p2::RedisHandle;
+use super::redis::{Param, RedisConnection, RedisError, Reply};
 use super::sqlite::{PooledConnection, QueryResult as SqlRows, SqlError, Value};
 use crate::state::HostState;
 use crate::variables::LookupError;
 use bindings::spin::key_value::key_value as kv3;
+use bindings::spin::redis::redis as redis3;
 use bindings::spin::sqlite3_1_0::sqlite as sql3;
 use bindings::spin::variables::variables as vars3;
 use std::sync::Arc;
@@ -47,6 +52,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     kv3::add_to_linker::<HostState, P3Capabilities>(linker, |s| s).map_err(map)?;
     vars3::add_to_linker::<HostState, P3Capabilities>(linker, |s| s).map_err(map)?;
     sql3::add_to_linker::<HostState, P3Capabilities>(linker, |s| s).map_err(map)?;
+    redis3::add_to_linker::<HostState, P3Capabilities>(linker, |s| s).map_err(map)?;
     Ok(())
 }
 
@@ -322,3 +328,142 @@ impl sql3::HostConnectionWithStore<HostState> for P3Capabilities {
 }
 
 impl sql3::Host for HostState {}
+
+// ---- spin:redis@3.0.0 ---------------------------------------------------------
+
+impl From<RedisError> for redis3::Error {
+    fn from(e: RedisError) -> Self {
+        match e {
+            RedisError::InvalidAddress => Self::InvalidAddress,
+            RedisError::TypeError => Self::TypeError,
+            RedisError::Other(m) => Self::Other(m),
+        }
+    }
+}
+
+fn redis_of(acc: &Acc, h: &Resource<RedisHandle>) -> WResult<Arc<dyn RedisConnection>> {
+    acc.with(|mut a| Ok(a.get().table.get(h)?.0.clone()))
+}
+
+type R3<T> = WResult<Result<T, redis3::Error>>;
+
+impl redis3::HostConnectionWithStore<HostState> for P3Capabilities {
+    async fn open(acc: &Acc, address: String) -> R3<Resource<RedisHandle>> {
+        // The allow-list check needs the state; the connect may wait on the network.
+        let (allowed, app) = acc.with(|mut a| {
+            let s = a.get();
+            (
+                super::redis::check_allowed(&s.component, &address),
+                s.app.clone(),
+            )
+        });
+        if let Err(e) = allowed {
+            return Ok(Err(e.into()));
+        }
+        match app.redis.open(&address).await {
+            Ok(c) => acc.with(|mut a| Ok(Ok(a.get().table.push(RedisHandle(c))?))),
+            Err(e) => Ok(Err(e.into())),
+        }
+    }
+
+    async fn publish(
+        acc: &Acc,
+        this: Resource<RedisHandle>,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> R3<()> {
+        Ok(redis_of(acc, &this)?
+            .publish(&channel, payload)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn get(acc: &Acc, this: Resource<RedisHandle>, key: String) -> R3<Option<Vec<u8>>> {
+        Ok(redis_of(acc, &this)?.get(&key).await.map_err(Into::into))
+    }
+
+    async fn set(acc: &Acc, this: Resource<RedisHandle>, key: String, value: Vec<u8>) -> R3<()> {
+        Ok(redis_of(acc, &this)?
+            .set(&key, value)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn incr(acc: &Acc, this: Resource<RedisHandle>, key: String) -> R3<i64> {
+        Ok(redis_of(acc, &this)?.incr(&key).await.map_err(Into::into))
+    }
+
+    async fn del(acc: &Acc, this: Resource<RedisHandle>, keys: Vec<String>) -> R3<u32> {
+        Ok(redis_of(acc, &this)?.del(keys).await.map_err(Into::into))
+    }
+
+    async fn sadd(
+        acc: &Acc,
+        this: Resource<RedisHandle>,
+        key: String,
+        values: Vec<String>,
+    ) -> R3<u32> {
+        Ok(redis_of(acc, &this)?
+            .sadd(&key, values)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn smembers(acc: &Acc, this: Resource<RedisHandle>, key: String) -> R3<Vec<String>> {
+        Ok(redis_of(acc, &this)?
+            .smembers(&key)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn srem(
+        acc: &Acc,
+        this: Resource<RedisHandle>,
+        key: String,
+        values: Vec<String>,
+    ) -> R3<u32> {
+        Ok(redis_of(acc, &this)?
+            .srem(&key, values)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn execute(
+        acc: &Acc,
+        this: Resource<RedisHandle>,
+        command: String,
+        arguments: Vec<redis3::RedisParameter>,
+    ) -> R3<Vec<redis3::RedisResult>> {
+        let args = arguments
+            .into_iter()
+            .map(|a| match a {
+                redis3::RedisParameter::Int64(i) => Param::Int64(i),
+                redis3::RedisParameter::Binary(b) => Param::Binary(b),
+            })
+            .collect();
+        Ok(redis_of(acc, &this)?
+            .execute(&command, args)
+            .await
+            .map(|replies| {
+                replies
+                    .into_iter()
+                    .map(|r| match r {
+                        Reply::Nil => redis3::RedisResult::Nil,
+                        Reply::Status(s) => redis3::RedisResult::Status(s),
+                        Reply::Int64(i) => redis3::RedisResult::Int64(i),
+                        Reply::Binary(b) => redis3::RedisResult::Binary(b),
+                    })
+                    .collect()
+            })
+            .map_err(Into::into))
+    }
+}
+
+impl redis3::HostConnection for HostState {
+    fn drop(&mut self, this: Resource<RedisHandle>) -> WResult<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl redis3::Host for HostState {}

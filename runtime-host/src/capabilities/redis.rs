@@ -72,8 +72,21 @@ impl RedisProvider {
     }
 }
 
+/// Checks `address` against the component's `allowed_outbound_hosts`.
+pub fn check_allowed(component: &crate::state::ComponentContext, address: &str) -> RResult<()> {
+    let (scheme, host, port) = address_parts(address)?;
+    if component.outbound.allows(&scheme, &host, port) {
+        return Ok(());
+    }
+    tracing::info!(component = %component.id, %address, "outbound Redis denied: not in allowed_outbound_hosts");
+    Err(RedisError::Other(format!(
+        "{address} is not allowed: add it to allowed_outbound_hosts of component `{}`",
+        component.id
+    )))
+}
+
 /// Host, port and scheme of a `redis://` address, for the allow-list check.
-pub fn address_parts(address: &str) -> RResult<(String, String, Option<u16>)> {
+fn address_parts(address: &str) -> RResult<(String, String, Option<u16>)> {
     let uri: http::Uri = address.parse().map_err(|_| RedisError::InvalidAddress)?;
     let scheme = uri
         .scheme_str()
