@@ -8,6 +8,10 @@
 //! - `test [-- ARGS]`: `build`, installs what black-box tests need
 //!   (`redis-server`), then runs every test of the workspace; ARGS go to
 //!   `cargo test` (e.g. a test name filter).
+//! - `bench [--quick]`: `build`, then load-tests the host with `wrk` and
+//!   writes `docs/benchmarks.md`.
+
+mod bench;
 
 use anyhow::{bail, Context as _, Result};
 use std::path::{Path, PathBuf};
@@ -43,8 +47,14 @@ fn run() -> Result<()> {
             build(&root)?;
             test(&root, &passthrough)
         }
+        "bench" => {
+            if !rest.iter().any(|a| a == "--no-build") {
+                build(&root)?;
+            }
+            bench::run(&root, rest.iter().any(|a| a == "--quick"))
+        }
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <build | up [-- runtime-host args] | test [-- cargo test args]>");
+            println!("usage: cargo xtask <build | up [-- runtime-host args] | test [-- cargo test args] | bench [--quick] [--no-build]>");
             Ok(())
         }
         other => bail!("unknown task `{other}`; try `cargo xtask help`"),
@@ -181,32 +191,37 @@ fn ensure_redis() -> Result<()> {
     if which("redis-server") {
         return Ok(());
     }
+    apt_install("redis-server")
+}
+
+/// Installs a Debian package (as root, or with sudo), or explains how to.
+fn apt_install(package: &str) -> Result<()> {
     let is_root = Command::new("id")
         .arg("-u")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false);
     let sudo = !is_root && which("sudo");
-    if !is_root && !sudo {
-        bail!("the tests need `redis-server`; install the Debian/Ubuntu package `redis-server` (apt-get install redis-server) and run again");
+    if (!is_root && !sudo) || !which("apt-get") {
+        bail!("this task needs `{package}`; install the Debian/Ubuntu package `{package}` (apt-get install {package}) and run again");
     }
-    if !which("apt-get") {
-        bail!("the tests need `redis-server` and this machine has no apt-get; install the `redis-server` package with your package manager");
-    }
-    eprintln!("xtask: installing redis-server (Debian package) for the tests");
-    let prefix: Vec<&str> = if sudo { vec!["sudo"] } else { vec![] };
+    eprintln!("xtask: installing {package} (Debian package)");
     let apt = |args: &[&str]| {
-        let mut all = prefix.clone();
-        all.push("apt-get");
-        all.extend_from_slice(args);
-        let mut c = Command::new(all[0]);
-        c.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+        let mut c = if sudo {
+            Command::new("sudo")
+        } else {
+            Command::new("apt-get")
+        };
+        if sudo {
+            c.arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         run_cmd(&mut c)
     };
     apt(&["update", "-qq"])?;
-    apt(&["install", "-y", "-qq", "redis-server"])?;
-    if !which("redis-server") {
-        bail!("installed the `redis-server` package but `redis-server` is still not on PATH");
+    apt(&["install", "-y", "-qq", package])?;
+    if !which(package) {
+        bail!("installed the `{package}` package but `{package}` is still not on PATH");
     }
     Ok(())
 }

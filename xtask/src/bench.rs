@@ -1,0 +1,439 @@
+//! `cargo xtask bench`: drives the host with `wrk` and prints a table of
+//! requests/s and latency percentiles, written to `docs/benchmarks.md` too.
+//!
+//! Every figure is also shown as a ratio to a baseline measured in the same
+//! run (the first scenario of its group), so the numbers compare across
+//! machines. The host and `wrk` share the machine's cores, as a developer's
+//! laptop would.
+
+use anyhow::{bail, Context as _, Result};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One load run's result.
+#[derive(Debug, Clone, Default)]
+struct Figures {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+struct Row {
+    group: &'static str,
+    scenario: String,
+    connections: u32,
+    figures: Figures,
+    baseline_rps: Option<f64>,
+}
+
+struct RunningHost {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Drop for RunningHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Result<TempDir> {
+        let p = std::env::temp_dir().join(format!("xtask-bench-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fixtures_manifest(target: &Path) -> String {
+    let wasm = |n: &str| {
+        target
+            .join("wasm32-wasip2/release")
+            .join(format!("{n}.wasm"))
+    };
+    format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "bench"
+[[trigger.http]]
+route = "/p3/..."
+component = "p3"
+[[trigger.http]]
+route = "/..."
+component = "p2"
+[component.p2]
+source = "{}"
+key_value_stores = ["default"]
+[component.p3]
+source = "{}"
+key_value_stores = ["default"]
+"#,
+        wasm("fixture_p2_app").display(),
+        wasm("fixture_p3_app").display()
+    )
+}
+
+fn start_host(
+    root: &Path,
+    manifest: &str,
+    state: Option<&Path>,
+    args: &[&str],
+) -> Result<(RunningHost, Duration)> {
+    let dir = TempDir::new(&format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    ))?;
+    let manifest_path = dir.0.join("spin.toml");
+    std::fs::write(&manifest_path, manifest)?;
+    let state = state
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.0.join(".spin"));
+    let started = Instant::now();
+    let mut child = Command::new(super::target_dir(root).join("release/runtime-host"))
+        .arg("up")
+        .arg("-f")
+        .arg(&manifest_path)
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(&state)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start runtime-host")?;
+    let stdout = child.stdout.take().context("host stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let port = loop {
+        let Some(line) = lines.next() else {
+            bail!("runtime-host exited before serving");
+        };
+        if let Some(addr) = line?.strip_prefix("Serving http://") {
+            break addr.rsplit(':').next().unwrap_or("").parse::<u16>()?;
+        }
+    };
+    // Keep draining stdout so the host never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let host = RunningHost {
+        child,
+        port,
+        _dir: dir,
+    };
+    Ok((host, started.elapsed()))
+}
+
+/// Time from process start to the first 200 on `path`.
+fn first_ok(host: &RunningHost, path: &str, since: Instant) -> Result<Duration> {
+    loop {
+        if let Ok(status) = http_status(host.port, path) {
+            if status == 200 {
+                return Ok(since.elapsed());
+            }
+        }
+        if since.elapsed() > Duration::from_secs(120) {
+            bail!("no 200 from {path} within 2 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn http_status(port: u16, path: &str) -> Result<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    Ok(buf.split_whitespace().nth(1).unwrap_or("0").parse()?)
+}
+
+fn wrk(
+    port: u16,
+    path: &str,
+    method: &str,
+    body: &str,
+    connections: u32,
+    seconds: u32,
+) -> Result<Figures> {
+    let script = std::env::temp_dir().join(format!("xtask-wrk-{}.lua", std::process::id()));
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = {method:?}\nwrk.body = {body:?}\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+        ),
+    )?;
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .context("run wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+}
+
+fn parse_ms(v: &str) -> Option<f64> {
+    let v = v.trim();
+    if let Some(n) = v.strip_suffix("us") {
+        return n.parse::<f64>().ok().map(|x| x / 1000.0);
+    }
+    if let Some(n) = v.strip_suffix("ms") {
+        return n.parse().ok();
+    }
+    if let Some(n) = v.strip_suffix('s') {
+        return n.parse::<f64>().ok().map(|x| x * 1000.0);
+    }
+    None
+}
+
+fn parse_wrk(text: &str) -> Option<Figures> {
+    let mut f = Figures::default();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(v) = t.strip_prefix("Requests/sec:") {
+            f.rps = v.trim().parse().ok()?;
+        } else if let Some(v) = t.strip_prefix("50%") {
+            f.p50_ms = parse_ms(v)?;
+        } else if let Some(v) = t.strip_prefix("99%") {
+            f.p99_ms = parse_ms(v)?;
+        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
+            f.errors += v.trim().parse::<u64>().ok()?;
+        } else if let Some(v) = t.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            f.errors += v
+                .split(',')
+                .filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    (f.rps > 0.0).then_some(f)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+pub fn run(root: &Path, quick: bool) -> Result<()> {
+    if !super::which("wrk") {
+        super::apt_install("wrk")?;
+    }
+    let seconds = if quick { 2 } else { 5 };
+    let target = super::target_dir(root);
+    let manifest = fixtures_manifest(&target);
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+
+    // Group 1: instance strategy and allocator, on the smallest request.
+    let strategies: [(&str, &[&str], &str); 5] = [
+        (
+            "p2, fresh instance per request (Spin's behaviour, default)",
+            &[],
+            "/hello?headers",
+        ),
+        (
+            "p2, instance reuse (--reuse-p2-instances)",
+            &["--reuse-p2-instances"],
+            "/hello?headers",
+        ),
+        (
+            "p2, fresh instances, on-demand allocator (--no-pooling)",
+            &["--no-pooling"],
+            "/hello?headers",
+        ),
+        (
+            "p3, concurrent instance reuse (default)",
+            &[],
+            "/p3/x/headers",
+        ),
+        (
+            "p3, fresh instance per request (--fresh-instances)",
+            &["--fresh-instances"],
+            "/p3/x/headers",
+        ),
+    ];
+    for (name, args, path) in strategies {
+        let (host, _) = start_host(root, &manifest, None, args)?;
+        for c in [32, 256] {
+            wrk(host.port, path, "GET", "", c, 1)?; // warm-up
+            let f = wrk(host.port, path, "GET", "", c, seconds)?;
+            rows.push(Row {
+                group: "instance strategy (GET, echo headers)",
+                scenario: name.to_string(),
+                connections: c,
+                figures: f,
+                baseline_rps: None,
+            });
+        }
+    }
+
+    // Group 2: the key-value write path.
+    let (host, _) = start_host(root, &manifest, None, &[])?;
+    for (name, method, path) in [
+        (
+            "key-value set (fermyon:spin/key-value)",
+            "PUT",
+            "/kv/default/bench",
+        ),
+        (
+            "atomic increment (wasi:keyvalue/atomics)",
+            "POST",
+            "/incr/default/bench-counter",
+        ),
+    ] {
+        for c in [32, 256] {
+            let f = wrk(host.port, path, method, "value", c, seconds)?;
+            rows.push(Row {
+                group: "key-value writes (p2, fresh instance each)",
+                scenario: name.to_string(),
+                connections: c,
+                figures: f,
+                baseline_rps: None,
+            });
+        }
+    }
+    // Memory under load.
+    let idle = rss_kib(host.child.id()).unwrap_or(0);
+    let pid = host.child.id();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            peak = peak.max(rss_kib(pid).unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        peak
+    });
+    wrk(host.port, "/hello?headers", "GET", "", 256, 2)?;
+    let peak = sampler.join().unwrap_or(0);
+    notes.push(format!(
+        "Host RSS: {:.1} MiB idle (after the runs above), {:.1} MiB peak at 256 connections.",
+        idle as f64 / 1024.0,
+        peak as f64 / 1024.0
+    ));
+    drop(host);
+
+    // Cold start: empty compiled-code cache, then warm.
+    let state = TempDir::new("cold")?;
+    let t0 = Instant::now();
+    let (host, _) = start_host(root, &manifest, Some(&state.0), &[])?;
+    let cold = first_ok(&host, "/hello?headers", t0)?;
+    drop(host);
+    let t1 = Instant::now();
+    let (host, _) = start_host(root, &manifest, Some(&state.0), &[])?;
+    let warm = first_ok(&host, "/hello?headers", t1)?;
+    drop(host);
+    notes.push(format!(
+        "Cold start (process start → first 200, 2 components): {:.0} ms with an empty compiled-code cache, {:.0} ms with a warm one ({:.1}× faster).",
+        cold.as_secs_f64() * 1000.0,
+        warm.as_secs_f64() * 1000.0,
+        cold.as_secs_f64() / warm.as_secs_f64().max(1e-9)
+    ));
+
+    // Baselines: first row of each group at the same connection count.
+    let baselines: Vec<(&str, u32, f64)> = rows
+        .iter()
+        .map(|r| (r.group, r.connections, r.figures.rps))
+        .fold(Vec::new(), |mut acc, (g, c, rps)| {
+            if !acc.iter().any(|(ag, ac, _)| *ag == g && *ac == c) {
+                acc.push((g, c, rps));
+            }
+            acc
+        });
+    for r in &mut rows {
+        r.baseline_rps = baselines
+            .iter()
+            .find(|(g, c, _)| *g == r.group && *c == r.connections)
+            .map(|b| b.2);
+    }
+
+    let report = render(&rows, &notes);
+    println!("{report}");
+    let errors: u64 = rows.iter().map(|r| r.figures.errors).sum();
+    std::fs::create_dir_all(root.join("docs"))?;
+    std::fs::write(root.join("docs/benchmarks.md"), report)?;
+    eprintln!("xtask: wrote docs/benchmarks.md");
+    if errors > 0 {
+        bail!("{errors} requests failed during the benchmark");
+    }
+    Ok(())
+}
+
+fn render(rows: &[Row], notes: &[String]) -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mut out = format!(
+        "# Benchmarks\n\nMeasured by `cargo xtask bench` on {date}, {cores} cores; `wrk -t2` on the same machine as the host.\nRatios compare with the first scenario of each group at the same connection count, measured in the same run.\n\n"
+    );
+    let mut group = "";
+    for r in rows {
+        if r.group != group {
+            group = r.group;
+            out.push_str(&format!("\n## {group}\n\n| scenario | conns | req/s | vs baseline | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|---:|---:|\n"));
+        }
+        let ratio = r.baseline_rps.map(|b| r.figures.rps / b).unwrap_or(1.0);
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {:.2}× | {:.2} | {:.2} | {} |\n",
+            r.scenario,
+            r.connections,
+            r.figures.rps,
+            ratio,
+            r.figures.p50_ms,
+            r.figures.p99_ms,
+            r.figures.errors
+        ));
+    }
+    out.push_str("\n## Start-up and memory\n\n");
+    for n in notes {
+        out.push_str(&format!("- {n}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_output() {
+        let text = "  Latency Distribution\n     50%  412.00us\n     75%    1.10ms\n     90%    2.00ms\n     99%    5.21ms\n  100 requests in 1.00s\n  Non-2xx or 3xx responses: 3\nRequests/sec:  12345.67\n";
+        let f = parse_wrk(text).unwrap();
+        assert_eq!(f.rps, 12345.67);
+        assert!((f.p50_ms - 0.412).abs() < 1e-9);
+        assert_eq!(f.p99_ms, 5.21);
+        assert_eq!(f.errors, 3);
+    }
+}
