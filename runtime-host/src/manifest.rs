@@ -200,7 +200,6 @@ struct RawHttpTrigger {
     #[serde(default)]
     executor: Option<toml::Table>,
     #[serde(default)]
-    #[allow(dead_code)]
     static_response: Option<toml::Table>,
 }
 
@@ -329,6 +328,9 @@ impl App {
         let mut redis_triggers = Vec::new();
         for t in raw.trigger.http {
             let line = line_of(text, t.route.span().start);
+            if t.static_response.is_some() {
+                bail!("{shown}:{line}: `static_response` triggers are not supported by runtime-host; serve the response from a component");
+            }
             if let Some(exec) = &t.executor {
                 let kind = exec.get("type").and_then(|v| v.as_str()).unwrap_or("");
                 if kind != "spin" && kind != "http" {

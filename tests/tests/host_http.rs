@@ -130,6 +130,8 @@ async fn no_route_is_404_and_private_routes_are_unreachable_from_outside() {
         "[[trigger.http]]\nroute = \"/c/...\"\ncomponent = \"catchall\"\n",
     );
     let host = Host::start(&manifest, &[]);
+    let r = get(host.url("/.well-known/spin/health")).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "OK"));
     let r = get(&host.url("/nothing/here")).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "route_not_found");

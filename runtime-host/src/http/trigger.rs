@@ -169,6 +169,17 @@ impl HttpTrigger {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         strip_forbidden_headers(req.headers_mut());
         let path = req.uri().path().to_string();
+        // Spin answers these itself, before routing.
+        if let Some(what) = path.strip_prefix("/.well-known/spin/") {
+            return match what {
+                "health" => text_response(StatusCode::OK, "OK"),
+                _ => host_error(
+                    StatusCode::NOT_FOUND,
+                    "route_not_found",
+                    &format!("no route matches {path}"),
+                ),
+            };
+        }
         let Some(route) = self.router.route(&path) else {
             return host_error(
                 StatusCode::NOT_FOUND,
@@ -341,6 +352,16 @@ pub fn new_correlation_id() -> String {
             .unwrap_or(0),
     );
     format!("{:016x}", h.finish())
+}
+
+fn text_response(status: StatusCode, body: &'static str) -> Response<WasiBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(body.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r
 }
 
 /// A response made by the host itself, in the app's error shape.
