@@ -385,10 +385,22 @@ pub fn host_error(status: StatusCode, code: &str, message: &str) -> Response<Was
     if let Ok(v) = HeaderValue::from_str(&correlation) {
         h.insert("x-correlation-id", v);
     }
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    // The same security headers the app's own responses carry.
+    for (name, value) in [
+        (
+            "strict-transport-security",
+            "max-age=31536000; includeSubDomains",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
     r
 }
 
