@@ -309,3 +309,59 @@ fn runtime_config_errors_name_the_problem() {
     );
     assert!(err.contains("key_value_stor"), "{err}");
 }
+
+/// Scale-out: two hosts share one Redis for key-value and messages. Requests
+/// spread across them are counted exactly, and a message both hosts receive
+/// has one effect (the handler claims its id with compare-and-swap).
+#[tokio::test]
+async fn two_hosts_on_one_redis_lose_nothing_and_count_nothing_twice() {
+    let redis = RedisServer::start();
+    let dir = app_tests::TempDir::new("rc2");
+    let rc = dir.path().join("runtime-config.toml");
+    std::fs::write(
+        &rc,
+        format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let args = ["--runtime-config-file", rc.to_str().unwrap()];
+    let a = Host::start(&manifest(&redis.url()), &args);
+    let b = Host::start(&manifest(&redis.url()), &args);
+    let hosts = [&a, &b];
+
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            tokio::spawn(request(
+                "POST",
+                hosts[i % 2].url("/incr/default/shared"),
+                "",
+            ))
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    assert_eq!(counter(&a, "shared").await, 400);
+    assert_eq!(counter(&b, "shared").await, 400);
+
+    // Wait until both hosts are subscribed.
+    assert!(
+        eventually(WAIT, || async {
+            publish(&a, "events", "probe").await;
+            counter(&a, "attempts:probe").await >= 2
+        })
+        .await
+    );
+    for i in 0..100 {
+        publish(hosts[i % 2], "events", &format!("spread{i}")).await;
+    }
+    assert!(eventually(WAIT, || async { counter(&b, "handled").await == 101 }).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        counter(&a, "handled").await,
+        101,
+        "each message had one effect"
+    );
+}
