@@ -251,6 +251,8 @@ impl RedisConnection for EmbeddedRedis {
     async fn execute(&self, command: &str, args: Vec<Param>) -> RResult<Vec<Reply>> {
         let arg = |i: usize| args.get(i).map(text).ok_or(RedisError::TypeError);
         let reply = match command.to_ascii_uppercase().as_str() {
+            // Readiness probes: the embedded store is up whenever the host is.
+            "PING" => Reply::Status("PONG".into()),
             "GET" => match self.get(&arg(0)?).await? {
                 Some(v) => Reply::Binary(v),
                 None => Reply::Nil,
@@ -287,7 +289,7 @@ impl RedisConnection for EmbeddedRedis {
             }
             other => {
                 return Err(RedisError::Other(format!(
-                    "`{other}` is not supported by the embedded Redis store (GET, SET, INCR, INCRBY, DEL, EXISTS, PUBLISH are); run with real Redis for other commands"
+                    "`{other}` is not supported by the embedded Redis store (PING, GET, SET, INCR, INCRBY, DEL, EXISTS, PUBLISH are); run with real Redis for other commands"
                 )))
             }
         };
