@@ -417,3 +417,227 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The application's own `spin.toml` (repository root) with every
+/// component `source` made absolute, so a [`Host`] started in a temporary
+/// directory serves the real, built components.
+pub fn app_manifest() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spin.toml");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .map(|line| {
+            let built = line
+                .trim()
+                .strip_prefix("source = \"target/wasm32-wasip2/release/")
+                .and_then(|rest| rest.strip_suffix(".wasm\""));
+            match built {
+                Some(package) => format!("source = \"{}\"", wasm(package).display()),
+                None => line.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Helpers for black-box tests of the application's HTTP API.
+pub mod app {
+    use super::{send, Host, Reply};
+    use bytes::Bytes;
+
+    /// The token keys of one test run, as the variables carry them.
+    pub struct Keys {
+        pub kid: String,
+        /// `jwt_signing_key`: `kid:base64(key pair)`.
+        pub signing: String,
+        /// `jwt_public_keys`: `kid:base64(public key)`.
+        pub public: String,
+    }
+
+    impl Keys {
+        /// From raw Ed25519 bytes (64-byte key pair, 32-byte public key).
+        pub fn from_bytes(kid: &str, key_pair: &[u8], public_key: &[u8]) -> Keys {
+            Keys {
+                kid: kid.to_string(),
+                signing: format!("{kid}:{}", base64(key_pair)),
+                public: format!("{kid}:{}", base64(public_key)),
+            }
+        }
+    }
+
+    /// Standard base64 with padding.
+    pub fn base64(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    /// Variables every test gets unless it sets them: rate limits high
+    /// enough not to interfere (tests share one client address).
+    const TEST_DEFAULTS: [(&str, &str); 2] = [
+        ("api_rate_limit", "100000"),
+        ("credentials_rate_limit", "100000"),
+    ];
+
+    /// Serves the app (root `spin.toml`) with `keys` (none: the app runs
+    /// unkeyed) and `variables`.
+    pub fn start(keys: Option<&Keys>, variables: &[(&str, &str)]) -> Host {
+        let mut all: Vec<(String, String)> = TEST_DEFAULTS
+            .iter()
+            .filter(|(name, _)| !variables.iter().any(|(n, _)| n == name))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        if let Some(keys) = keys {
+            all.push(("jwt_signing_key".into(), keys.signing.clone()));
+            all.push(("jwt_public_keys".into(), keys.public.clone()));
+        }
+        all.extend(
+            variables
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string())),
+        );
+        let args: Vec<String> = all
+            .iter()
+            .flat_map(|(n, v)| ["--variable".to_string(), format!("{n}={v}")])
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Host::start(&super::app_manifest(), &args)
+    }
+
+    /// Any request to the app.
+    pub async fn call(
+        host: &Host,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        send(&super::client(), method, &host.url(path), headers, body)
+            .await
+            .unwrap()
+    }
+
+    /// A JSON request, with a bearer token when given.
+    pub async fn json(
+        host: &Host,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: &serde_json::Value,
+    ) -> Reply {
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth.as_str()));
+        }
+        call(host, method, path, &headers, body.to_string()).await
+    }
+
+    /// A bodiless request with a bearer token.
+    pub async fn authed(host: &Host, method: &str, path: &str, token: &str) -> Reply {
+        let auth = format!("Bearer {token}");
+        call(
+            host,
+            method,
+            path,
+            &[("authorization", &auth)],
+            Bytes::new(),
+        )
+        .await
+    }
+
+    pub async fn register(host: &Host, name: &str, email: &str, password: &str) -> Reply {
+        let body = serde_json::json!({ "name": name, "email": email, "password": password });
+        json(host, "POST", "/api/auth/register", None, &body).await
+    }
+
+    pub async fn login(host: &Host, email: &str, password: &str) -> Reply {
+        let body = serde_json::json!({ "email": email, "password": password });
+        json(host, "POST", "/api/auth/login", None, &body).await
+    }
+
+    /// A registered user's id and access token (registration must succeed).
+    pub async fn register_ok(host: &Host, name: &str, email: &str) -> (String, String) {
+        let r = register(host, name, email, PASSWORD).await;
+        assert_eq!(r.status, 201, "register {email}: {}", r.text());
+        let body = r.json();
+        (
+            body["user"]["id"].as_str().unwrap().to_string(),
+            body["accessToken"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// A password every rule accepts.
+    pub const PASSWORD: &str = "correct horse battery staple";
+
+    /// The API's response contract: security headers, a sane correlation
+    /// id, JSON bodies (errors in the shared shape with that id).
+    pub fn assert_api_contract(r: &Reply) {
+        let expect = [
+            ("strict-transport-security", "max-age="),
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+            (
+                "content-security-policy",
+                "default-src 'none'; frame-ancestors 'none'",
+            ),
+        ];
+        for (name, value) in expect {
+            let got = r.header(name).unwrap_or_default();
+            assert!(
+                got.contains(value),
+                "{name}: `{got}` on {} {}",
+                r.status,
+                r.text()
+            );
+        }
+        let id = r.header("x-correlation-id").expect("x-correlation-id");
+        assert!(
+            !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+            "correlation id `{id}`"
+        );
+        if !r.body.is_empty() {
+            assert_eq!(
+                r.header("content-type"),
+                Some("application/json; charset=utf-8"),
+                "{}",
+                r.text()
+            );
+        }
+        if r.status >= 400 {
+            let body = r.json();
+            assert!(body["error"]["code"].is_string(), "{body}");
+            assert!(body["error"]["message"].is_string(), "{body}");
+            assert!(body["error"]["details"].is_array(), "{body}");
+            assert_eq!(body["correlationId"], id, "{body}");
+        }
+    }
+
+    /// `r` is an API error with this status and code.
+    pub fn assert_error(r: &Reply, status: u16, code: &str) {
+        assert_eq!(r.status, status, "{}", r.text());
+        assert_api_contract(r);
+        assert_eq!(r.json()["error"]["code"], code, "{}", r.text());
+    }
+}

@@ -137,7 +137,10 @@ async fn no_route_is_404_and_private_routes_are_unreachable_from_outside() {
     assert_eq!(r.json()["error"]["code"], "route_not_found");
     assert!(r.header("x-correlation-id").is_some());
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
-    assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
     // Only chaining reaches `hidden`.
     let r = get(&host.url("/c/fetch?url=http://hidden.spin.internal/headers"))
         .await

@@ -5,6 +5,8 @@
 //! - `up [-- ARGS]`: `build`, then serves `spin.toml` on
 //!   `http://127.0.0.1:3000` with state under `.spin/`; ARGS go to
 //!   `runtime-host up` (`cargo xtask up -- --listen 127.0.0.1:4000`).
+//!   On first run it generates development token keys under
+//!   `<state-dir>/dev-keys/` and passes them as variables (and says so).
 //! - `test [-- ARGS]`: `build`, installs what black-box tests need
 //!   (`redis-server`), then runs every test of the workspace; ARGS go to
 //!   `cargo test` (e.g. a test name filter).
@@ -164,11 +166,89 @@ fn up(root: &Path, extra: &[String]) -> Result<()> {
     if !extra.iter().any(|a| a == "--listen") {
         cmd.args(["--listen", "127.0.0.1:3000"]);
     }
-    if !extra.iter().any(|a| a == "--state-dir") {
-        cmd.args(["--state-dir", ".spin"]);
+    let state_dir = match extra.iter().position(|a| a == "--state-dir") {
+        Some(i) => PathBuf::from(extra.get(i + 1).context("--state-dir needs a value")?),
+        None => {
+            cmd.args(["--state-dir", ".spin"]);
+            PathBuf::from(".spin")
+        }
+    };
+    for (name, value) in dev_token_keys(&root.join(state_dir), extra)? {
+        cmd.arg("--variable").arg(format!("{name}={value}"));
     }
     cmd.args(extra);
     run_cmd(&mut cmd)
+}
+
+/// Development token keys for a local run: an Ed25519 key pair generated
+/// under `<state-dir>/dev-keys/` on first use (never in the repository),
+/// given to the app as the `jwt_signing_key` and `jwt_public_keys`
+/// variables. Keys passed explicitly (`--variable jwt_signing_key=...` or
+/// `SPIN_VARIABLE_JWT_SIGNING_KEY`) win and nothing is generated.
+fn dev_token_keys(state_dir: &Path, extra: &[String]) -> Result<Vec<(&'static str, String)>> {
+    let given = |name: &str| {
+        extra.iter().any(|a| a.starts_with(&format!("{name}=")))
+            || std::env::var_os(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase())).is_some()
+    };
+    if given("jwt_signing_key") {
+        return Ok(Vec::new());
+    }
+    let dir = state_dir.join("dev-keys");
+    let signing_path = dir.join("jwt_signing_key");
+    let public_path = dir.join("jwt_public_keys");
+    if signing_path.is_file() && public_path.is_file() {
+        eprintln!(
+            "xtask: using the development token keys in {}",
+            dir.display()
+        );
+    } else {
+        use ct_codecs::{Base64, Encoder};
+        let key_pair = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::generate());
+        let kid = format!(
+            "dev-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        );
+        let encode = |bytes: &[u8]| {
+            Base64::encode_to_string(bytes).map_err(|e| anyhow::anyhow!("base64: {e}"))
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        write_private(&signing_path, &format!("{kid}:{}", encode(&key_pair[..])?))?;
+        write_private(
+            &public_path,
+            &format!("{kid}:{}", encode(&key_pair.pk[..])?),
+        )?;
+        eprintln!(
+            "xtask: generated a development Ed25519 token key pair (kid {kid}) in {}; \
+             it is passed to the app with --variable, for local use only",
+            dir.display()
+        );
+    }
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .with_context(|| format!("read {}", p.display()))
+    };
+    let mut variables = vec![("jwt_signing_key", read(&signing_path)?)];
+    if !given("jwt_public_keys") {
+        variables.push(("jwt_public_keys", read(&public_path)?));
+    }
+    Ok(variables)
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .with_context(|| format!("write {}", path.display()))
 }
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {

@@ -1,0 +1,395 @@
+//! The user records auth (credentials) and users (profiles) share: the
+//! `users` table of the SQLite database `default`, its migrations and every
+//! query on it. It lives here so both components agree on one schema.
+//!
+//! Migrations are idempotent (`CREATE ... IF NOT EXISTS`) and recorded in
+//! `schema_version`; whichever component touches the database first in an
+//! instance applies what is missing. E-mail uniqueness is a UNIQUE index,
+//! so parallel registrations of one address cannot both succeed.
+//!
+//! [`Profile`] is the only outward view of a record: it has no password
+//! hash, so none can reach a response, a cache entry or a log.
+
+use crate::principal::Role;
+use crate::time::rfc3339_millis;
+use anyhow::{anyhow, Context as _, Result};
+use serde::{Deserialize, Serialize};
+use spin_sdk::sqlite::{Connection, QueryResult, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub const DATABASE: &str = "default";
+
+/// Name of this schema in `schema_version`.
+pub const SCHEMA: &str = "accounts";
+
+/// Each migration: its version and idempotent statements.
+const MIGRATIONS: &[(i64, &[&str])] = &[(
+    1,
+    &[
+        "CREATE TABLE IF NOT EXISTS users (
+            id TEXT PRIMARY KEY,
+            email TEXT NOT NULL,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('user', 'admin')),
+            password_hash TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        )",
+        "CREATE UNIQUE INDEX IF NOT EXISTS users_email_unique ON users (email)",
+        "CREATE INDEX IF NOT EXISTS users_role_id ON users (role, id)",
+    ],
+)];
+
+const COLUMNS: &str = "id, email, name, role, password_hash, version, created_at, updated_at";
+
+/// Set once this instance has checked the schema (an optimisation only:
+/// without it every request would check again, with the same result).
+static MIGRATED: AtomicBool = AtomicBool::new(false);
+
+/// A stored user, password hash included. Never serialised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub password_hash: String,
+    /// Starts at 1, +1 per write; the `ETag`.
+    pub version: i64,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// A user as responses show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Account {
+    pub fn profile(&self) -> Profile {
+        Profile {
+            id: self.id.clone(),
+            email: self.email.clone(),
+            name: self.name.clone(),
+            role: self.role,
+            version: self.version,
+            created_at: rfc3339_millis(self.created_at),
+            updated_at: rfc3339_millis(self.updated_at),
+        }
+    }
+}
+
+/// `"3"`: a record version as an entity tag.
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// Opens the database, applying missing migrations first.
+pub fn connect() -> Result<Connection> {
+    let conn = Connection::open(DATABASE)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("open SQLite database `{DATABASE}`"))?;
+    if !MIGRATED.load(Ordering::Relaxed) {
+        migrate(&conn)?;
+        MIGRATED.store(true, Ordering::Relaxed);
+    }
+    Ok(conn)
+}
+
+fn exec(conn: &Connection, sql: &str, params: &[Value]) -> Result<QueryResult> {
+    conn.execute(sql, params)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| {
+            format!(
+                "SQL `{}`",
+                sql.split_whitespace().collect::<Vec<_>>().join(" ")
+            )
+        })
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    exec(
+        conn,
+        "CREATE TABLE IF NOT EXISTS schema_version (
+            schema TEXT PRIMARY KEY,
+            version INTEGER NOT NULL,
+            applied_at INTEGER NOT NULL
+        )",
+        &[],
+    )?;
+    let current = exec(
+        conn,
+        "SELECT version FROM schema_version WHERE schema = ?",
+        &[text(SCHEMA)],
+    )?
+    .rows
+    .first()
+    .and_then(|r| r.get::<i64>(0))
+    .unwrap_or(0);
+    for (version, statements) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        for statement in *statements {
+            exec(conn, statement, &[])?;
+        }
+        exec(
+            conn,
+            "INSERT INTO schema_version (schema, version, applied_at) VALUES (?, ?, ?)
+             ON CONFLICT (schema) DO UPDATE SET version = max(version, excluded.version),
+             applied_at = excluded.applied_at",
+            &[
+                text(SCHEMA),
+                Value::Integer(*version),
+                Value::Integer(crate::time::now_millis() as i64),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+fn accounts(result: &QueryResult) -> Result<Vec<Account>> {
+    result
+        .rows
+        .iter()
+        .map(|row| {
+            let s = |i: usize| {
+                row.get::<&str>(i)
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("users column {i} is not text"))
+            };
+            let n = |i: usize| {
+                row.get::<i64>(i)
+                    .ok_or_else(|| anyhow!("users column {i} is not an integer"))
+            };
+            let role = s(3)?;
+            Ok(Account {
+                id: s(0)?,
+                email: s(1)?,
+                name: s(2)?,
+                role: Role::parse(&role).ok_or_else(|| anyhow!("unknown role `{role}`"))?,
+                password_hash: s(4)?,
+                version: n(5)?,
+                created_at: n(6)? as u64,
+                updated_at: n(7)? as u64,
+            })
+        })
+        .collect()
+}
+
+fn is_unique_violation(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("UNIQUE constraint failed")
+}
+
+/// Why a write did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteConflict {
+    EmailTaken,
+    NotFound,
+    /// The record's version is not the expected one.
+    VersionMismatch {
+        current: i64,
+    },
+}
+
+/// A new user; the id, version and times are set here.
+pub struct NewAccount<'a> {
+    pub email: &'a str,
+    pub name: &'a str,
+    pub role: Role,
+    pub password_hash: &'a str,
+}
+
+pub fn insert(conn: &Connection, new: &NewAccount<'_>) -> Result<Result<Account, WriteConflict>> {
+    let now = crate::time::now_millis();
+    let account = Account {
+        id: crate::ids::new_record_id(),
+        email: new.email.to_string(),
+        name: new.name.to_string(),
+        role: new.role,
+        password_hash: new.password_hash.to_string(),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    let result = exec(
+        conn,
+        &format!("INSERT INTO users ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+        &[
+            text(&account.id),
+            text(&account.email),
+            text(&account.name),
+            text(account.role.as_str()),
+            text(&account.password_hash),
+            Value::Integer(account.version),
+            Value::Integer(now as i64),
+            Value::Integer(now as i64),
+        ],
+    );
+    match result {
+        Ok(_) => Ok(Ok(account)),
+        Err(e) if is_unique_violation(&e) => Ok(Err(WriteConflict::EmailTaken)),
+        Err(e) => Err(e.context("insert user")),
+    }
+}
+
+pub fn find_by_id(conn: &Connection, id: &str) -> Result<Option<Account>> {
+    let result = exec(
+        conn,
+        &format!("SELECT {COLUMNS} FROM users WHERE id = ?"),
+        &[text(id)],
+    )?;
+    Ok(accounts(&result)?.into_iter().next())
+}
+
+pub fn find_by_email(conn: &Connection, email: &str) -> Result<Option<Account>> {
+    let result = exec(
+        conn,
+        &format!("SELECT {COLUMNS} FROM users WHERE email = ?"),
+        &[text(email)],
+    )?;
+    Ok(accounts(&result)?.into_iter().next())
+}
+
+/// Writes `updated` (name, email, role, password hash) if the stored
+/// version is still `updated.version`; the stored version becomes
+/// `updated.version + 1`.
+pub fn update(conn: &Connection, updated: &Account) -> Result<Result<Account, WriteConflict>> {
+    let result = exec(
+        conn,
+        &format!(
+            "UPDATE users SET email = ?, name = ?, role = ?, password_hash = ?,
+                 version = version + 1, updated_at = ?
+             WHERE id = ? AND version = ?
+             RETURNING {COLUMNS}"
+        ),
+        &[
+            text(&updated.email),
+            text(&updated.name),
+            text(updated.role.as_str()),
+            text(&updated.password_hash),
+            Value::Integer(crate::time::now_millis() as i64),
+            text(&updated.id),
+            Value::Integer(updated.version),
+        ],
+    );
+    match result {
+        Ok(rows) => match accounts(&rows)?.into_iter().next() {
+            Some(account) => Ok(Ok(account)),
+            None => Ok(Err(missing_or_moved(conn, &updated.id)?)),
+        },
+        Err(e) if is_unique_violation(&e) => Ok(Err(WriteConflict::EmailTaken)),
+        Err(e) => Err(e.context("update user")),
+    }
+}
+
+/// Deletes the record if its version is `expected_version` (any version
+/// when `None`).
+pub fn delete(
+    conn: &Connection,
+    id: &str,
+    expected_version: Option<i64>,
+) -> Result<Result<(), WriteConflict>> {
+    let rows = match expected_version {
+        Some(v) => exec(
+            conn,
+            "DELETE FROM users WHERE id = ? AND version = ? RETURNING id",
+            &[text(id), Value::Integer(v)],
+        )?,
+        None => exec(
+            conn,
+            "DELETE FROM users WHERE id = ? RETURNING id",
+            &[text(id)],
+        )?,
+    };
+    if rows.rows.is_empty() {
+        Ok(Err(missing_or_moved(conn, id)?))
+    } else {
+        Ok(Ok(()))
+    }
+}
+
+fn missing_or_moved(conn: &Connection, id: &str) -> Result<WriteConflict> {
+    Ok(match find_by_id(conn, id)? {
+        Some(current) => WriteConflict::VersionMismatch {
+            current: current.version,
+        },
+        None => WriteConflict::NotFound,
+    })
+}
+
+/// Filters of the admin listing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ListFilter {
+    pub role: Option<Role>,
+    /// Normalised (lower-case) e-mail prefix.
+    pub email_prefix: Option<String>,
+}
+
+/// Up to `limit` records after id `after`, in id (= creation) order.
+pub fn list(
+    conn: &Connection,
+    filter: &ListFilter,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Account>> {
+    let mut conditions = Vec::new();
+    let mut params = Vec::new();
+    if let Some(role) = filter.role {
+        conditions.push("role = ?");
+        params.push(text(role.as_str()));
+    }
+    if let Some(prefix) = &filter.email_prefix {
+        conditions.push("substr(email, 1, ?) = ?");
+        params.push(Value::Integer(prefix.chars().count() as i64));
+        params.push(text(prefix));
+    }
+    if let Some(after) = after {
+        conditions.push("id > ?");
+        params.push(text(after));
+    }
+    let mut sql = format!("SELECT {COLUMNS} FROM users");
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(" ORDER BY id LIMIT ?");
+    params.push(Value::Integer(limit as i64));
+    accounts(&exec(conn, &sql, &params)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_have_no_password_hash() {
+        let account = Account {
+            id: "id".into(),
+            email: "a@b.io".into(),
+            name: "A".into(),
+            role: Role::User,
+            password_hash: "$argon2id$secret".into(),
+            version: 2,
+            created_at: 0,
+            updated_at: 1000,
+        };
+        let json = serde_json::to_string(&account.profile()).unwrap();
+        assert!(!json.contains("argon2"), "{json}");
+        assert!(
+            json.contains(r#""updatedAt":"1970-01-01T00:00:01.000Z""#),
+            "{json}"
+        );
+        assert_eq!(etag(2), "\"2\"");
+    }
+}

@@ -1,0 +1,569 @@
+//! One request from arrival to log line, the same in every component:
+//!
+//! 1. correlation id (echoed when sane), client address (`spin-client-addr`);
+//! 2. `OPTIONS` on a known route → 204 with `Allow` (+ CORS preflight
+//!    headers for allowed origins);
+//! 3. `/api/*` rate limit per client address;
+//! 4. route lookup → 404 / 405 with `Allow`;
+//! 5. body read with the JSON body limit (413, `Content-Length` first);
+//! 6. the component's handler;
+//! 7. error shape, security headers, CORS, `RateLimit-*`, `Cache-Control`;
+//! 8. one structured log line and the request metrics.
+
+use crate::config::CommonSettings;
+use crate::correlation;
+use crate::error::ApiError;
+use crate::headers::{JSON_CONTENT_TYPE, SECURITY_HEADERS};
+use crate::logging::{self, RequestLog};
+use crate::principal::Principal;
+use crate::rate_limit::{self, Decision, Limit};
+use crate::router::{allow_header, Method, Params, Resolution, Router};
+use crate::tokens::{self, PublicKeySet, Rejection};
+use futures::StreamExt as _;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use spin_sdk::http::{IncomingRequest, Response};
+use std::cell::{Cell, RefCell};
+use std::time::Instant;
+
+/// Route label of requests that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// A routed request with its body read, as handlers see it.
+pub struct ApiRequest {
+    /// The matched route template (`/api/users/:id`).
+    pub route: &'static str,
+    params: Params,
+    head: RequestHead,
+    pub body: Vec<u8>,
+    pub settings: CommonSettings,
+    user_id: RefCell<Option<String>>,
+    rate_limit: Cell<Option<Decision>>,
+}
+
+impl ApiRequest {
+    pub fn method(&self) -> Method {
+        self.head.method
+    }
+
+    /// The path, without the query string.
+    pub fn path(&self) -> &str {
+        &self.head.path
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.header(name)
+    }
+
+    pub fn correlation_id(&self) -> &str {
+        &self.head.correlation_id
+    }
+
+    /// The client's IP address (from `spin-client-addr`, port dropped).
+    pub fn client(&self) -> &str {
+        &self.head.client
+    }
+
+    /// A `:name` segment of the route template.
+    pub fn param(&self, name: &str) -> &str {
+        self.params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// The first value of a query parameter, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        query_param(&self.head.query, name)
+    }
+
+    /// 400 naming any query parameter not in `known` (a misspelt filter
+    /// must not silently select everything).
+    pub fn reject_unknown_query_params(&self, known: &[&str]) -> Result<(), ApiError> {
+        let details: Vec<crate::error::Detail> = query_names(&self.head.query)
+            .into_iter()
+            .filter(|name| !known.contains(&name.as_str()))
+            .map(|name| {
+                crate::error::Detail::field(
+                    &name,
+                    "unknown_parameter",
+                    format!("unknown query parameter; known: {}", known.join(", ")),
+                )
+            })
+            .collect();
+        if details.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::validation(details))
+        }
+    }
+
+    /// The body as JSON of type `T` (see [`crate::json`]).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        crate::json::parse_body(self.header("content-type"), &self.body)
+    }
+
+    /// The value of a cookie sent with the request.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        crate::headers::cookie_value(self.header("cookie")?, name)
+    }
+
+    /// The credential of `Authorization: Bearer <token>`.
+    pub fn bearer_token(&self) -> Option<&str> {
+        let value = self.header("authorization")?.trim();
+        let (scheme, token) = value.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// The caller, from a bearer access token verified with the
+    /// `jwt_public_keys` variable; 401 for any bad token, 503 when no keys
+    /// are configured.
+    pub fn authenticate(&self) -> Result<Principal, ApiError> {
+        let keys = self
+            .settings
+            .public_keys
+            .as_ref()
+            .map_err(|why| ApiError::service_unavailable(why.clone()))?;
+        self.authenticate_with(keys)
+    }
+
+    /// As [`ApiRequest::authenticate`], with the given keys.
+    pub fn authenticate_with(&self, keys: &PublicKeySet) -> Result<Principal, ApiError> {
+        let token = self.bearer_token().ok_or_else(|| {
+            ApiError::unauthenticated(
+                "this route needs an `Authorization: Bearer <access token>` header",
+            )
+        })?;
+        let principal = tokens::verify(keys, &self.settings.token_policy, token)
+            .map_err(|rejection| ApiError::unauthenticated(rejection.message()))?;
+        if tokens::is_revoked(&principal.token_id)? {
+            return Err(ApiError::unauthenticated(Rejection::Revoked.message()));
+        }
+        self.set_user(&principal.user_id);
+        Ok(principal)
+    }
+
+    /// Names the user this request acts for, in its log line.
+    pub fn set_user(&self, user_id: &str) {
+        *self.user_id.borrow_mut() = Some(user_id.to_string());
+    }
+
+    /// Counts this request against a further per-client limit; 429 when
+    /// exceeded. The `RateLimit-*` headers show the tightest limit.
+    pub fn limit(&self, scope: &str, limit: Limit, what: &str) -> Result<(), ApiError> {
+        let decision = rate_limit::hit(scope, self.client(), limit)?;
+        let shown = match self.rate_limit.get() {
+            Some(previous) => rate_limit::tighter(previous, decision),
+            None => decision,
+        };
+        self.rate_limit.set(Some(shown));
+        if decision.allowed {
+            Ok(())
+        } else {
+            Err(decision.refusal(what))
+        }
+    }
+}
+
+/// A successful answer from a handler.
+#[derive(Debug)]
+pub struct ApiResponse {
+    pub status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl ApiResponse {
+    /// `value` as a JSON body.
+    pub fn json(status: u16, value: &impl Serialize) -> Result<ApiResponse, ApiError> {
+        let body = serde_json::to_vec(value)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("serialise response: {e}")))?;
+        Ok(ApiResponse {
+            status,
+            headers: Vec::new(),
+            body,
+        })
+    }
+
+    pub fn no_content() -> ApiResponse {
+        ApiResponse {
+            status: 204,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> ApiResponse {
+        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+/// What arrived, before routing.
+#[derive(Clone)]
+struct RequestHead {
+    method_name: String,
+    method: Method,
+    path: String,
+    query: String,
+    /// Lower-case names.
+    headers: Vec<(String, String)>,
+    correlation_id: String,
+    client: String,
+}
+
+impl RequestHead {
+    fn from_incoming(incoming: &IncomingRequest) -> RequestHead {
+        let method_name = incoming.method().to_string();
+        let target = incoming.path_with_query().unwrap_or_else(|| "/".into());
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (target, String::new()),
+        };
+        let headers: Vec<(String, String)> = incoming
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(name, value)| {
+                (
+                    name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(&value).into_owned(),
+                )
+            })
+            .collect();
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let correlation_id = correlation::accept_or_generate(find(correlation::HEADER));
+        let client = client_address(find("spin-client-addr"));
+        RequestHead {
+            method: Method::parse(&method_name),
+            method_name,
+            path,
+            query,
+            correlation_id,
+            client,
+            headers,
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the pipeline learnt while serving, for headers, log and metrics.
+struct Facts {
+    route: &'static str,
+    user_id: Option<String>,
+    rate_limit: Option<Decision>,
+    cors: Vec<(&'static str, String)>,
+}
+
+/// Serves one request of `component` through `router` and `handle`.
+pub async fn serve<E, F>(
+    component: &'static str,
+    router: &Router<E>,
+    incoming: IncomingRequest,
+    handle: F,
+) -> Response
+where
+    E: Copy,
+    F: AsyncFn(E, &ApiRequest) -> Result<ApiResponse, ApiError>,
+{
+    let started = Instant::now();
+    let head = RequestHead::from_incoming(&incoming);
+    let mut facts = Facts {
+        route: UNMATCHED_ROUTE,
+        user_id: None,
+        rate_limit: None,
+        cors: Vec::new(),
+    };
+    let result = match CommonSettings::load() {
+        Ok(settings) => process(router, &head, incoming, settings, handle, &mut facts).await,
+        Err(e) => Err(ApiError::internal(e.context("load settings"))),
+    };
+    finish(component, &head, facts, result, started)
+}
+
+async fn process<E, F>(
+    router: &Router<E>,
+    head: &RequestHead,
+    incoming: IncomingRequest,
+    settings: CommonSettings,
+    handle: F,
+    facts: &mut Facts,
+) -> Result<ApiResponse, ApiError>
+where
+    E: Copy,
+    F: AsyncFn(E, &ApiRequest) -> Result<ApiResponse, ApiError>,
+{
+    let origin = head.header("origin");
+    facts.cors = settings.cors.response_headers(origin);
+    let resolution = router.resolve(head.method, &head.path);
+    if head.method == Method::Options {
+        if let Resolution::MethodNotAllowed { template, allow } = &resolution {
+            // Preflights are answered without counting against rate limits.
+            facts.route = template;
+            facts.cors = settings.cors.preflight_headers(origin, allow);
+            return Ok(ApiResponse::no_content().with_header("allow", allow_header(allow)));
+        }
+    }
+    if head.path.starts_with("/api/") {
+        let decision = rate_limit::hit("api", &head.client, settings.api_limit)?;
+        facts.rate_limit = Some(decision);
+        if !decision.allowed {
+            return Err(decision.refusal("requests"));
+        }
+    }
+    let (endpoint, template, params) = match resolution {
+        Resolution::Matched {
+            endpoint,
+            template,
+            params,
+        } => (endpoint, template, params),
+        Resolution::MethodNotAllowed { template, allow } => {
+            facts.route = template;
+            return Err(ApiError::method_not_allowed(&allow_header(&allow)));
+        }
+        Resolution::NotFound => {
+            return Err(ApiError::new(
+                404,
+                "route_not_found",
+                format!(
+                    "no route matches {} {}",
+                    head.method,
+                    head.path.chars().take(200).collect::<String>()
+                ),
+            ))
+        }
+    };
+    facts.route = template;
+    let body = read_body(
+        incoming,
+        head.header("content-length"),
+        settings.json_body_limit,
+    )
+    .await?;
+    let request = ApiRequest {
+        route: template,
+        params,
+        head: head.clone(),
+        body,
+        settings,
+        user_id: RefCell::new(None),
+        rate_limit: Cell::new(facts.rate_limit),
+    };
+    let result = handle(endpoint, &request).await;
+    facts.user_id = request.user_id.take();
+    facts.rate_limit = request.rate_limit.get();
+    result
+}
+
+/// Reads the body, refusing more than `limit` bytes: by `Content-Length`
+/// before reading anything, and while streaming for bodies without one.
+async fn read_body(
+    incoming: IncomingRequest,
+    content_length: Option<&str>,
+    limit: u64,
+) -> Result<Vec<u8>, ApiError> {
+    if let Some(declared) = content_length {
+        match declared.trim().parse::<u64>() {
+            Ok(n) if n > limit => return Err(ApiError::payload_too_large(limit)),
+            Ok(_) => {}
+            Err(_) => return Err(ApiError::bad_request("Content-Length is not a number")),
+        }
+    }
+    let mut stream = incoming.into_body_stream();
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(format!("the request body could not be read: {e:?}"))
+        })?;
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(ApiError::payload_too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn finish(
+    component: &'static str,
+    head: &RequestHead,
+    facts: Facts,
+    result: Result<ApiResponse, ApiError>,
+    started: Instant,
+) -> Response {
+    let mut error_code = None;
+    let mut error_cause = None;
+    let (status, mut headers, body) = match result {
+        Ok(response) => (response.status, response.headers, response.body),
+        Err(error) => {
+            let mut headers = Vec::new();
+            if let Some(secs) = error.retry_after {
+                headers.push(("retry-after".to_string(), secs.to_string()));
+            }
+            if let Some(allow) = &error.allow {
+                headers.push(("allow".to_string(), allow.clone()));
+            }
+            if error.status == 401 {
+                headers.push(("www-authenticate".to_string(), "Bearer".to_string()));
+            }
+            error_code = Some(error.code);
+            error_cause = error.cause.as_ref().map(|c| format!("{c:#}"));
+            let body = error.body(&head.correlation_id).to_string().into_bytes();
+            (error.status, headers, body)
+        }
+    };
+    let has = |headers: &[(String, String)], name: &str| headers.iter().any(|(n, _)| n == name);
+    if !body.is_empty() && !has(&headers, "content-type") {
+        headers.push(("content-type".into(), JSON_CONTENT_TYPE.into()));
+    }
+    if !has(&headers, "cache-control") {
+        headers.push(("cache-control".into(), "no-store".into()));
+    }
+    headers.push((correlation::HEADER.into(), head.correlation_id.clone()));
+    for (name, value) in SECURITY_HEADERS {
+        headers.push((name.into(), value.into()));
+    }
+    for (name, value) in facts.cors {
+        headers.push((name.into(), value));
+    }
+    if let Some(decision) = facts.rate_limit {
+        for (name, value) in decision.headers() {
+            headers.push((name.into(), value));
+        }
+    }
+    let duration = started.elapsed().as_secs_f64();
+    logging::emit(&RequestLog {
+        ts: crate::time::rfc3339_millis(crate::time::now_millis()),
+        level: if status >= 500 { "error" } else { "info" },
+        msg: "request",
+        component,
+        method: &head.method_name,
+        route: facts.route,
+        status,
+        duration_ms: (duration * 1e6).round() / 1e3,
+        correlation_id: &head.correlation_id,
+        user_id: facts.user_id.as_deref(),
+        client: &head.client,
+        error_code,
+        error: error_cause,
+    });
+    crate::metrics::record_request(
+        component,
+        head.method.as_str(),
+        facts.route,
+        status,
+        duration,
+    );
+    let mut response = Response::builder();
+    response.status(status);
+    for (name, value) in headers {
+        response.header(name, value);
+    }
+    response.body(body).build()
+}
+
+/// The IP part of `spin-client-addr` (`127.0.0.1:5000`, `[::1]:5000`).
+pub fn client_address(spin_client_addr: Option<&str>) -> String {
+    let Some(raw) = spin_client_addr.map(str::trim).filter(|s| !s.is_empty()) else {
+        return "unknown".into();
+    };
+    if let Ok(addr) = raw.parse::<std::net::SocketAddr>() {
+        return addr.ip().to_string();
+    }
+    if let Ok(ip) = raw.parse::<std::net::IpAddr>() {
+        return ip.to_string();
+    }
+    "unknown".into()
+}
+
+/// The first value of `name` in a query string, `+` and `%XX` decoded.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == name).then(|| percent_decode(v))
+        })
+        .next()
+}
+
+/// Every parameter name in a query string, decoded.
+pub fn query_names(query: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| percent_decode(pair.split_once('=').map_or(pair, |(k, _)| k)))
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', hi, lo]) => hex(*hi).zip(hex(*lo)).map(|(h, l)| (h << 4) | l),
+            _ => None,
+        };
+        match (escaped, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_addresses_drop_the_port() {
+        assert_eq!(client_address(Some("127.0.0.1:5000")), "127.0.0.1");
+        assert_eq!(client_address(Some("[::1]:5000")), "::1");
+        assert_eq!(client_address(Some("10.0.0.7")), "10.0.0.7");
+        assert_eq!(client_address(Some("garbage")), "unknown");
+        assert_eq!(client_address(None), "unknown");
+    }
+
+    #[test]
+    fn query_parameters_are_decoded() {
+        let q = "emailPrefix=ada%40ex&role=admin&x=a+b&bad=%zz&end=%4";
+        assert_eq!(query_param(q, "emailPrefix").as_deref(), Some("ada@ex"));
+        assert_eq!(query_param(q, "role").as_deref(), Some("admin"));
+        assert_eq!(query_param(q, "x").as_deref(), Some("a b"));
+        assert_eq!(query_param(q, "bad").as_deref(), Some("%zz"));
+        assert_eq!(query_param(q, "end").as_deref(), Some("%4"));
+        assert_eq!(query_param(q, "missing"), None);
+        assert_eq!(query_param("", "x"), None);
+        assert_eq!(query_names("a=1&b&&c%41=2"), vec!["a", "b", "cA"]);
+    }
+}
