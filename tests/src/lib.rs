@@ -498,6 +498,15 @@ pub mod app {
     /// Serves the app (root `spin.toml`) with `keys` (none: the app runs
     /// unkeyed) and `variables`.
     pub fn start(keys: Option<&Keys>, variables: &[(&str, &str)]) -> Host {
+        start_with_args(keys, variables, &[])
+    }
+
+    /// [`start`] with more `runtime-host up` flags.
+    pub fn start_with_args(
+        keys: Option<&Keys>,
+        variables: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Host {
         let mut all: Vec<(String, String)> = TEST_DEFAULTS
             .iter()
             .filter(|(name, _)| !variables.iter().any(|(n, _)| n == name))
@@ -516,7 +525,8 @@ pub mod app {
             .iter()
             .flat_map(|(n, v)| ["--variable".to_string(), format!("{n}={v}")])
             .collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
         Host::start(&super::app_manifest(), &args)
     }
 
@@ -617,7 +627,11 @@ pub mod app {
                     .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
             "correlation id `{id}`"
         );
-        if !r.body.is_empty() {
+        // JSON everywhere except the Prometheus exposition of `/metrics`.
+        let exposition = r.status == 200
+            && r.header("content-type")
+                .is_some_and(|c| c.starts_with("text/plain; version=0.0.4"));
+        if !r.body.is_empty() && !exposition {
             assert_eq!(
                 r.header("content-type"),
                 Some("application/json; charset=utf-8"),
@@ -640,4 +654,29 @@ pub mod app {
         assert_api_contract(r);
         assert_eq!(r.json()["error"]["code"], code, "{}", r.text());
     }
+}
+
+/// Makes sure `python3` can import `module`, installing `package` from PyPI
+/// if it cannot. Tests that use a reference implementation in Python (a
+/// Prometheus parser, an OpenAPI validator) call this first.
+pub fn ensure_python_package(module: &str, package: &str) {
+    let importable = || {
+        Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or_else(|e| panic!("this test needs python3: {e}"))
+    };
+    if importable() {
+        return;
+    }
+    let install = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", package])
+        .output()
+        .expect("run pip");
+    assert!(
+        install.status.success() && importable(),
+        "could not install {package} from PyPI: {}",
+        String::from_utf8_lossy(&install.stderr)
+    );
 }

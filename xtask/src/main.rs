@@ -111,31 +111,36 @@ fn ensure_wasm_target() -> Result<()> {
 /// Package names of every WebAssembly crate: `components/*` (except the
 /// shared library) and `tests/fixtures/*`.
 fn wasm_packages(root: &Path) -> Result<Vec<String>> {
+    let mut names = packages_in(root, "components")?;
+    names.extend(packages_in(root, "tests/fixtures")?);
+    Ok(names)
+}
+
+/// Package names of the component (cdylib) crates directly under `dir`.
+fn packages_in(root: &Path, dir: &str) -> Result<Vec<String>> {
+    let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+        return Ok(Vec::new());
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
     let mut names = Vec::new();
-    for dir in ["components", "tests/fixtures"] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+    for path in paths {
+        let manifest = path.join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
             continue;
         };
-        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        paths.sort();
-        for path in paths {
-            let manifest = path.join("Cargo.toml");
-            let Ok(text) = std::fs::read_to_string(&manifest) else {
-                continue;
-            };
-            if !text.contains("cdylib") {
-                continue; // a library, not a component
-            }
-            let name = text
-                .lines()
-                .find_map(|l| {
-                    l.trim()
-                        .strip_prefix("name = \"")
-                        .and_then(|r| r.strip_suffix('"'))
-                })
-                .with_context(|| format!("no package name in {}", manifest.display()))?;
-            names.push(name.to_string());
+        if !text.contains("cdylib") {
+            continue; // a library, not a component
         }
+        let name = text
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("name = \"")
+                    .and_then(|r| r.strip_suffix('"'))
+            })
+            .with_context(|| format!("no package name in {}", manifest.display()))?;
+        names.push(name.to_string());
     }
     Ok(names)
 }
@@ -253,6 +258,17 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     ensure_redis()?;
+    // The components' business rules, compiled natively. Only the library
+    // test harness: a component's cdylib does not link for the host target.
+    let components = packages_in(root, "components")?;
+    if !components.is_empty() {
+        let mut cmd = cargo();
+        cmd.current_dir(root).args(["test", "--release", "--lib"]);
+        for p in &components {
+            cmd.args(["-p", p]);
+        }
+        run_cmd(&mut cmd)?;
+    }
     let mut cmd = cargo();
     cmd.current_dir(root)
         .args(["test", "--release", "--workspace"])

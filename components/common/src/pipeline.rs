@@ -188,6 +188,15 @@ impl ApiResponse {
         })
     }
 
+    /// A non-JSON body with its content type (e.g. the Prometheus text format).
+    pub fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> ApiResponse {
+        ApiResponse {
+            status,
+            headers: vec![("content-type".into(), content_type.into())],
+            body,
+        }
+    }
+
     pub fn no_content() -> ApiResponse {
         ApiResponse {
             status: 204,

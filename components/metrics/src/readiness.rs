@@ -1,0 +1,67 @@
+//! Reading the counters, and probing each dependency the app declares: the
+//! `default` key-value store, the `default` SQLite database, and the message
+//! backend (outbound Redis at the `redis_address` variable — the embedded
+//! broker under runtime-host, a real server under Spin or with Redis
+//! runtime config).
+
+use crate::exposition::decode_counter;
+use anyhow::{Context as _, Result};
+use app_common::metrics::PREFIX;
+
+/// `(key, value)` of every metrics counter in the `default` store.
+pub fn read_counters() -> Result<Vec<(String, i64)>> {
+    let store = app_common::kv::open()?;
+    let keys: Vec<String> = store
+        .get_keys()
+        .context("list metric keys")?
+        .into_iter()
+        .filter(|k| k.starts_with(PREFIX) || k == crate::DEAD_LETTERS_KEY)
+        .collect();
+    let bucket = app_common::kv::open_bucket()?;
+    let values = spin_sdk::wit::wasi::keyvalue::batch::get_many(&bucket, &keys)
+        .map_err(|e| anyhow::anyhow!("read metric values: {e:?}"))?;
+    Ok(values
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, decode_counter(&v?)?)))
+        .collect())
+}
+
+pub struct Check {
+    pub name: String,
+    pub error: Option<String>,
+}
+
+pub fn check_all() -> Vec<Check> {
+    let probe = |name: &str, result: Result<()>| Check {
+        name: name.to_string(),
+        error: result.err().map(|e| format!("{e:#}")),
+    };
+    vec![
+        probe("key-value store `default`", check_key_value()),
+        probe("SQLite database `default`", check_sqlite()),
+        probe("message backend", check_messages()),
+    ]
+}
+
+fn check_key_value() -> Result<()> {
+    app_common::kv::open()?
+        .exists("health:probe")
+        .context("read from the store")?;
+    Ok(())
+}
+
+fn check_sqlite() -> Result<()> {
+    let conn = spin_sdk::sqlite::Connection::open_default().context("open")?;
+    conn.execute("SELECT 1", &[]).context("query")?;
+    Ok(())
+}
+
+fn check_messages() -> Result<()> {
+    let address = app_common::config::var("redis_address")?
+        .context("the `redis_address` variable is not set")?;
+    let conn = spin_sdk::redis::Connection::open(&address)
+        .map_err(|e| anyhow::anyhow!("connect to {address}: {e:?}"))?;
+    conn.execute("PING", &[])
+        .map_err(|e| anyhow::anyhow!("PING {address}: {e:?}"))?;
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! `/metrics`, `/health` and `/health/ready` of the real app: the exposition
+//! is checked with the Prometheus reference parser (Python's
+//! `prometheus_client`), counters are exact under parallel load, and
+//! readiness follows the stores.
+
+use app_tests::app;
+use app_tests::{ensure_python_package, get, Host, RedisServer};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Every sample of an exposition, parsed by `prometheus_client`:
+/// `"name{k=v,...}" → value`, plus the metric types it declared.
+fn parse(text: &str) -> (BTreeMap<String, f64>, BTreeMap<String, String>) {
+    ensure_python_package("prometheus_client", "prometheus_client");
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+samples, types = {}, {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    types[family.name] = family.type
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        samples[f"{s.name}{{{labels}}}"] = s.value
+json.dump({"samples": samples, "types": types}, sys.stdout)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser rejected the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let samples = v["samples"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_f64().unwrap()))
+        .collect();
+    let types = v["types"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    (samples, types)
+}
+
+async fn scrape(host: &Host) -> (String, BTreeMap<String, f64>, BTreeMap<String, String>) {
+    let r = get(host.url("/metrics")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = r.text();
+    let (samples, types) = parse(&text);
+    (text, samples, types)
+}
+
+fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
+    samples.get(key).copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn the_exposition_is_valid_and_counts_exactly_under_parallel_load() {
+    let kp = jwt_simple::prelude::Ed25519KeyPair::generate();
+    let keys = app::Keys::from_bytes("metrics-test", &kp.to_bytes(), &kp.public_key().to_bytes());
+    let host = app::start(Some(&keys), &[]);
+    let (text, before, types) = scrape(&host).await;
+    for family in [
+        "http_requests_total",
+        "http_request_duration_seconds",
+        "business_operations_total",
+        "dead_letters_total",
+    ] {
+        assert!(text.contains(&format!("# HELP {family} ")), "{text}");
+        assert!(text.contains(&format!("# TYPE {family} ")), "{text}");
+    }
+    // The reference parser names counter families without `_total`.
+    assert_eq!(types["http_requests"], "counter", "{types:?}");
+    assert_eq!(types["http_request_duration_seconds"], "histogram");
+    assert_eq!(types["business_operations"], "counter");
+    assert_eq!(types["dead_letters"], "counter");
+
+    // N requests of known routes and statuses, in parallel.
+    const HEALTH: usize = 300;
+    const UNAUTHENTICATED: usize = 200;
+    let client = app_tests::client();
+    let mut tasks = Vec::new();
+    for i in 0..HEALTH + UNAUTHENTICATED {
+        let client = client.clone();
+        let url = if i < HEALTH {
+            host.url("/health")
+        } else {
+            host.url("/api/users/me")
+        };
+        tasks.push(tokio::spawn(async move {
+            app_tests::send(&client, "GET", &url, &[], "").await.unwrap().status
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap(), if i < HEALTH { 200 } else { 401 });
+    }
+
+    let (_, after, _) = scrape(&host).await;
+    let health = "http_requests_total{component=metrics,method=GET,route=/health,status=200}";
+    let me = "http_requests_total{component=users,method=GET,route=/api/users/me,status=401}";
+    assert_eq!(value(&after, health) - value(&before, health), HEALTH as f64);
+    assert_eq!(value(&after, me) - value(&before, me), UNAUTHENTICATED as f64);
+
+    // The histogram saw the same requests; its buckets are cumulative.
+    let count = "http_request_duration_seconds_count{component=metrics,route=/health}";
+    assert_eq!(value(&after, count) - value(&before, count), HEALTH as f64);
+    let buckets: Vec<f64> = [
+        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+    ]
+    .iter()
+    .map(|le| {
+        value(
+            &after,
+            &format!("http_request_duration_seconds_bucket{{component=metrics,le={le},route=/health}}"),
+        )
+    })
+    .collect();
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(*buckets.last().unwrap(), value(&after, count));
+    assert_eq!(value(&after, "dead_letters_total{}"), 0.0);
+}
+
+#[tokio::test]
+async fn a_metrics_token_guards_the_scrape() {
+    let host = app::start(None, &[("metrics_token", "scrape-secret")]);
+    let r = get(host.url("/metrics")).await;
+    app::assert_error(&r, 401, "unauthenticated");
+    let r = app_tests::send(
+        &app_tests::client(),
+        "GET",
+        &host.url("/metrics"),
+        &[("authorization", "Bearer scrape-secret")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!host.stdout().contains("scrape-secret"), "token logged");
+}
+
+#[tokio::test]
+async fn health_is_live_and_ready_follows_redis() {
+    let mut redis = RedisServer::start();
+    let dir = app_tests::TempDir::new("ready");
+    let rc = dir.path().join("runtime-config.toml");
+    std::fs::write(
+        &rc,
+        format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n", redis.url()),
+    )
+    .unwrap();
+    let host = app::start_with_args(
+        None,
+        &[("redis_address", &redis.url())],
+        &["--runtime-config-file", rc.to_str().unwrap()],
+    );
+    let r = get(host.url("/health")).await;
+    assert_eq!((r.status, r.json()["status"].clone()), (200, "ok".into()));
+    let r = get(host.url("/health/ready")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "ready");
+
+    redis.stop();
+    let r = get(host.url("/health/ready")).await;
+    app::assert_error(&r, 503, "service_unavailable");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("key-value store `default`"), "{message}");
+    assert!(message.contains("message backend"), "{message}");
+    assert_eq!(get(host.url("/health")).await.status, 200, "liveness needs no store");
+
+    redis.restart();
+    assert!(
+        app_tests::eventually(Duration::from_secs(20), || async {
+            get(host.url("/health/ready")).await.status == 200
+        })
+        .await,
+        "readiness did not recover after Redis came back"
+    );
+}
+
+#[tokio::test]
+async fn ready_is_200_on_the_embedded_backends() {
+    let host = app::start(None, &[]);
+    let r = get(host.url("/health/ready")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let checks = r.json()["checks"].as_array().unwrap().len();
+    assert_eq!(checks, 3);
+}
