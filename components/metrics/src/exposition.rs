@@ -53,7 +53,9 @@ pub fn decode_counter(bytes: &[u8]) -> Option<i64> {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn render_labels(labels: &[(String, String)]) -> String {
@@ -100,16 +102,18 @@ pub fn render(entries: &[(String, i64)], dead_letters: i64) -> String {
             "counter" => *counters.entry(name).or_default().entry(labels).or_default() += value,
             "bucket" => {
                 let key = pick(&labels, &["component", "route"]);
-                let le = labels.iter().find(|(k, _)| k == "le").map(|(_, v)| v.as_str());
+                let le = labels
+                    .iter()
+                    .find(|(k, _)| k == "le")
+                    .map(|(_, v)| v.as_str());
                 let index = match le {
                     Some("+Inf") => DURATION_BUCKETS.len(),
-                    Some(bound) => match DURATION_BUCKETS
-                        .iter()
-                        .position(|b| b.to_string() == bound)
-                    {
-                        Some(i) => i,
-                        None => continue,
-                    },
+                    Some(bound) => {
+                        match DURATION_BUCKETS.iter().position(|b| b.to_string() == bound) {
+                            Some(i) => i,
+                            None => continue,
+                        }
+                    }
                     None => continue,
                 };
                 let h = histograms.entry(key).or_default();
@@ -137,7 +141,10 @@ pub fn render(entries: &[(String, i64)], dead_letters: i64) -> String {
         "HTTP requests served, by component, method, route template and status.",
     );
     for (labels, v) in counters.get("http_requests_total").into_iter().flatten() {
-        out.push_str(&format!("http_requests_total{} {v}\n", render_labels(labels)));
+        out.push_str(&format!(
+            "http_requests_total{} {v}\n",
+            render_labels(labels)
+        ));
     }
     help(
         &mut out,
@@ -165,7 +172,9 @@ pub fn render(entries: &[(String, i64)], dead_letters: i64) -> String {
             "http_request_duration_seconds_sum{l} {}\n",
             h.sum_micros as f64 / 1e6
         ));
-        out.push_str(&format!("http_request_duration_seconds_count{l} {cumulative}\n"));
+        out.push_str(&format!(
+            "http_request_duration_seconds_count{l} {cumulative}\n"
+        ));
     }
     help(
         &mut out,
@@ -173,8 +182,29 @@ pub fn render(entries: &[(String, i64)], dead_letters: i64) -> String {
         "counter",
         "Business operations (register, login, order create, status change, upload, event processing), by outcome.",
     );
-    for (labels, v) in counters.get("business_operations_total").into_iter().flatten() {
-        out.push_str(&format!("business_operations_total{} {v}\n", render_labels(labels)));
+    for (labels, v) in counters
+        .get("business_operations_total")
+        .into_iter()
+        .flatten()
+    {
+        out.push_str(&format!(
+            "business_operations_total{} {v}\n",
+            render_labels(labels)
+        ));
+    }
+    // Any other counter family a component records (e.g. `upload_bytes_total`).
+    for (name, series) in &counters {
+        if name == "http_requests_total" || name == "business_operations_total" {
+            continue;
+        }
+        let text = match name.as_str() {
+            "upload_bytes_total" => "Bytes of stored uploads, by stored media type.",
+            _ => "A counter recorded by the components.",
+        };
+        help(&mut out, name, "counter", text);
+        for (labels, v) in series {
+            out.push_str(&format!("{name}{} {v}\n", render_labels(labels)));
+        }
     }
     help(
         &mut out,
@@ -218,8 +248,26 @@ mod tests {
         assert!(text.contains(r#"http_request_duration_seconds_bucket{component="users",route="/api/users/:id",le="0.005"} 1"#), "{text}");
         assert!(text.contains(r#"http_request_duration_seconds_bucket{component="users",route="/api/users/:id",le="0.5"} 2"#), "{text}");
         assert!(text.contains(r#"http_request_duration_seconds_bucket{component="users",route="/api/users/:id",le="+Inf"} 3"#), "{text}");
-        assert!(text.contains(r#"http_request_duration_seconds_count{component="users",route="/api/users/:id"} 3"#), "{text}");
+        assert!(
+            text.contains(
+                r#"http_request_duration_seconds_count{component="users",route="/api/users/:id"} 3"#
+            ),
+            "{text}"
+        );
         assert!(text.contains("dead_letters_total 2"));
+        let other = vec![(
+            format!("{PREFIX}counter:upload_bytes_total{{type=\"image/png\"}}"),
+            10,
+        )];
+        let other = render(&other, 0);
+        assert!(
+            other.contains("# TYPE upload_bytes_total counter"),
+            "{other}"
+        );
+        assert!(
+            other.contains(r#"upload_bytes_total{type="image/png"} 10"#),
+            "{other}"
+        );
         assert_eq!(text.matches("le=").count(), DURATION_BUCKETS.len() + 1);
     }
 }
