@@ -171,13 +171,26 @@ fn wrk(
     connections: u32,
     seconds: u32,
 ) -> Result<Figures> {
+    wrk_with(port, path, method, body, &[], connections, seconds)
+}
+
+fn wrk_with(
+    port: u16,
+    path: &str,
+    method: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+    connections: u32,
+    seconds: u32,
+) -> Result<Figures> {
     let script = std::env::temp_dir().join(format!("xtask-wrk-{}.lua", std::process::id()));
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = {method:?}\nwrk.body = {body:?}\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
-        ),
-    )?;
+    let mut lua = format!(
+        "wrk.method = {method:?}\nwrk.body = {body:?}\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+    );
+    for (k, v) in headers {
+        lua.push_str(&format!("wrk.headers[{k:?}] = {v:?}\n"));
+    }
+    std::fs::write(&script, lua)?;
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -338,6 +351,9 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     ));
     drop(host);
 
+    // The real app (spin.toml): health, an authenticated cached read, login.
+    app_scenarios(root, seconds, &mut rows, &mut notes)?;
+
     // Cold start: empty compiled-code cache, then warm.
     let state = TempDir::new("cold")?;
     let t0 = Instant::now();
@@ -380,6 +396,114 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     eprintln!("xtask: wrote docs/benchmarks.md");
     if errors > 0 {
         bail!("{errors} requests failed during the benchmark");
+    }
+    Ok(())
+}
+
+/// `spin.toml` with absolute component paths, so it runs from a temp dir.
+fn app_manifest(root: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(root.join("spin.toml")).context("read spin.toml")?;
+    let target = super::target_dir(root);
+    Ok(text
+        .lines()
+        .map(|line| match line.trim().strip_prefix("source = \"target/") {
+            Some(rest) => format!("source = \"{}/{}", target.display(), rest),
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+fn http_json(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf.split_whitespace().nth(1).unwrap_or("0").parse()?;
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((status, body))
+}
+
+fn app_scenarios(
+    root: &Path,
+    seconds: u32,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let manifest = app_manifest(root)?;
+    let keys_dir = TempDir::new("keys")?;
+    let mut args: Vec<String> = Vec::new();
+    for (name, value) in super::dev_token_keys(&keys_dir.0, &[])? {
+        args.push("--variable".into());
+        args.push(format!("{name}={value}"));
+    }
+    // Benchmarks measure throughput, not the rate limiter's refusals.
+    for v in ["api_rate_limit=100000000", "credentials_rate_limit=100000000"] {
+        args.push("--variable".into());
+        args.push(v.into());
+    }
+    for (group, extra) in [
+        ("app: fresh instance per request (default)", &[][..]),
+        ("app: instance reuse (--reuse-p2-instances)", &["--reuse-p2-instances"][..]),
+    ] {
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend_from_slice(extra);
+        let (host, _) = start_host(root, &manifest, None, &all)?;
+        let credentials = r#"{"email":"bench@example.com","password":"a long and unusual passphrase for load tests"}"#;
+        let register = r#"{"name":"Bench","email":"bench@example.com","password":"a long and unusual passphrase for load tests"}"#;
+        let (status, body) = http_json(host.port, "POST", "/api/auth/register", register)?;
+        if status != 201 {
+            bail!("bench user registration failed: {status} {body}");
+        }
+        let (status, body) = http_json(host.port, "POST", "/api/auth/login", credentials)?;
+        let token = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["accessToken"].as_str().map(str::to_string))
+            .with_context(|| format!("login failed: {status} {body}"))?;
+        let bearer = format!("Bearer {token}");
+        for c in [32, 256] {
+            wrk(host.port, "/health", "GET", "", c, 1)?;
+            let f = wrk(host.port, "/health", "GET", "", c, seconds)?;
+            rows.push(Row {
+                group,
+                scenario: "GET /health".into(),
+                connections: c,
+                figures: f,
+                baseline_rps: None,
+            });
+            let auth = [("Authorization", bearer.as_str())];
+            let f = wrk_with(host.port, "/api/users/me", "GET", "", &auth, c, seconds)?;
+            rows.push(Row {
+                group,
+                scenario: "GET /api/users/me (EdDSA verify + cached read)".into(),
+                connections: c,
+                figures: f,
+                baseline_rps: None,
+            });
+        }
+        // Login is bound by Argon2id (19 MiB, t=2): a few connections saturate it.
+        let f = wrk(host.port, "/api/auth/login", "POST", credentials, 4, seconds)?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64;
+        notes.push(format!(
+            "POST /api/auth/login, {group}: {:.1} logins/s, {:.1} per core, p50 {:.0} ms (Argon2id m=19 MiB, t=2, p=1).",
+            f.rps,
+            f.rps / cores,
+            f.p50_ms
+        ));
+        rows.push(Row {
+            group,
+            scenario: "POST /api/auth/login (Argon2id)".into(),
+            connections: 4,
+            figures: f,
+            baseline_rps: None,
+        });
     }
     Ok(())
 }
