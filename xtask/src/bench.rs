@@ -406,10 +406,12 @@ fn app_manifest(root: &Path) -> Result<String> {
     let target = super::target_dir(root);
     Ok(text
         .lines()
-        .map(|line| match line.trim().strip_prefix("source = \"target/") {
-            Some(rest) => format!("source = \"{}/{}", target.display(), rest),
-            None => line.to_string(),
-        })
+        .map(
+            |line| match line.trim().strip_prefix("source = \"target/") {
+                Some(rest) => format!("source = \"{}/{}", target.display(), rest),
+                None => line.to_string(),
+            },
+        )
         .collect::<Vec<_>>()
         .join("\n"))
 }
@@ -443,13 +445,19 @@ fn app_scenarios(
         args.push(format!("{name}={value}"));
     }
     // Benchmarks measure throughput, not the rate limiter's refusals.
-    for v in ["api_rate_limit=100000000", "credentials_rate_limit=100000000"] {
+    for v in [
+        "api_rate_limit=100000000",
+        "credentials_rate_limit=100000000",
+    ] {
         args.push("--variable".into());
         args.push(v.into());
     }
     for (group, extra) in [
         ("app: fresh instance per request (default)", &[][..]),
-        ("app: instance reuse (--reuse-p2-instances)", &["--reuse-p2-instances"][..]),
+        (
+            "app: instance reuse (--reuse-p2-instances)",
+            &["--reuse-p2-instances"][..],
+        ),
     ] {
         let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
         all.extend_from_slice(extra);
@@ -487,7 +495,14 @@ fn app_scenarios(
             });
         }
         // Login is bound by Argon2id (19 MiB, t=2): a few connections saturate it.
-        let f = wrk(host.port, "/api/auth/login", "POST", credentials, 4, seconds)?;
+        let f = wrk(
+            host.port,
+            "/api/auth/login",
+            "POST",
+            credentials,
+            4,
+            seconds,
+        )?;
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1) as f64;
