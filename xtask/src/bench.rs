@@ -452,12 +452,15 @@ fn app_scenarios(
         args.push("--variable".into());
         args.push(v.into());
     }
+    const FRESH: &str = "app: fresh instance per request (default)";
+    const NO_METRICS: &str = "app: fresh instances, metrics recording off";
     for (group, extra) in [
-        ("app: fresh instance per request (default)", &[][..]),
+        (FRESH, &[][..]),
         (
             "app: instance reuse (--reuse-p2-instances)",
             &["--reuse-p2-instances"][..],
         ),
+        (NO_METRICS, &["--variable", "metrics_recording=off"][..]),
     ] {
         let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
         all.extend_from_slice(extra);
@@ -494,6 +497,9 @@ fn app_scenarios(
                 baseline_rps: None,
             });
         }
+        if group == NO_METRICS {
+            continue;
+        }
         // Login is bound by Argon2id (19 MiB, t=2): a few connections saturate it.
         let f = wrk(
             host.port,
@@ -520,6 +526,26 @@ fn app_scenarios(
             baseline_rps: None,
         });
     }
+    // What recording request metrics costs: the same requests with it off.
+    for r in rows
+        .iter()
+        .filter(|r| r.group == FRESH && r.connections == 32)
+    {
+        if let Some(off) = rows
+            .iter()
+            .find(|o| o.group == NO_METRICS && o.scenario == r.scenario && o.connections == 32)
+        {
+            notes.push(format!(
+                "Metric recording, {} at 32 connections: {:.0} req/s with it, {:.0} without ({:.2}× the throughput, p50 {:.2} ms vs {:.2} ms).",
+                r.scenario,
+                r.figures.rps,
+                off.figures.rps,
+                r.figures.rps / off.figures.rps.max(1e-9),
+                r.figures.p50_ms,
+                off.figures.p50_ms
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -535,7 +561,7 @@ fn render(rows: &[Row], notes: &[String]) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let mut out = format!(
-        "# Benchmarks\n\nMeasured by `cargo xtask bench` on {date}, {cores} cores; `wrk -t2` on the same machine as the host.\nRatios compare with the first scenario of each group at the same connection count, measured in the same run.\n\n"
+        "# Benchmarks\n\nMeasured by `cargo xtask bench` on {date}, {cores} cores; `wrk -t2` on the same machine as the host.\nRatios compare with the first scenario of each group at the same connection count, measured in the same run.\nWhere the time goes: [performance.md](performance.md).\n\n"
     );
     let mut group = "";
     for r in rows {

@@ -116,6 +116,34 @@ pub struct SqliteKeyValue {
     store: String,
 }
 
+/// The SQL function `counter_add(value, delta)`: Spin's counter encoding
+/// (8-byte little-endian `i64`, `NULL` = 0) plus `delta`.
+const COUNTER_ADD: &str = "counter_add";
+const NOT_A_COUNTER: &str = "not a counter";
+
+fn register_counter_add(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        COUNTER_ADD,
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let current: Option<Vec<u8>> = ctx.get(0)?;
+            let delta: i64 = ctx.get(1)?;
+            let current = match current {
+                None => 0,
+                Some(bytes) => i64::from_le_bytes(bytes.try_into().map_err(|_| {
+                    rusqlite::Error::UserFunctionError(NOT_A_COUNTER.into())
+                })?),
+            };
+            let next = current.checked_add(delta).ok_or_else(|| {
+                rusqlite::Error::UserFunctionError("counter overflow".into())
+            })?;
+            Ok(next.to_le_bytes().to_vec())
+        },
+    )
+}
+
 /// Opens (creating if needed) the shared key-value database file.
 pub fn open_database(path: &Path) -> Result<Arc<Mutex<Connection>>> {
     if let Some(dir) = path.parent() {
@@ -127,6 +155,7 @@ pub fn open_database(path: &Path) -> Result<Arc<Mutex<Connection>>> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    register_counter_add(&conn)?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS spin_key_value (
              store TEXT NOT NULL,
@@ -250,35 +279,25 @@ impl KeyValueStore for SqliteKeyValue {
         })
     }
 
+    /// One upsert statement, so one WAL commit: the counter arithmetic runs
+    /// inside SQLite ([`COUNTER_ADD`]), atomic across processes sharing the file.
     async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| KvError::Other("key-value database lock poisoned".into()))?;
-        // The mutex serialises writers within this process; the immediate
-        // transaction serialises them against other processes on the file.
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(other)?;
-        let current: Option<Vec<u8>> = tx
-            .prepare_cached(GET)
-            .and_then(|mut s| {
-                s.query_row(params![self.store, key], |r| r.get(0))
-                    .optional()
+        let stored: Vec<u8> = self
+            .with(|c| {
+                c.prepare_cached(
+                    "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, counter_add(NULL, ?3))
+                     ON CONFLICT(store, key) DO UPDATE SET value = counter_add(value, ?3)
+                     RETURNING value",
+                )?
+                .query_row(params![self.store, key, delta], |r| r.get(0))
             })
-            .map_err(other)?;
-        let current = match current {
-            Some(bytes) => decode_counter(key, &bytes)?,
-            None => 0,
-        };
-        let next = current
-            .checked_add(delta)
-            .ok_or_else(|| KvError::Other(format!("counter `{key}` would overflow")))?;
-        tx.prepare_cached(UPSERT)
-            .and_then(|mut s| s.execute(params![self.store, key, next.to_le_bytes().to_vec()]))
-            .map_err(other)?;
-        tx.commit().map_err(other)?;
-        Ok(next)
+            .map_err(|e| match e {
+                KvError::Other(m) if m.contains(NOT_A_COUNTER) => KvError::Other(format!(
+                    "value at `{key}` is not a counter (an 8-byte little-endian integer)"
+                )),
+                other => other,
+            })?;
+        decode_counter(key, &stored)
     }
 
     async fn compare_and_swap(
