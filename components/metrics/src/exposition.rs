@@ -4,7 +4,8 @@
 //! Pure: takes `(key, value)` pairs, returns the text. Histogram buckets are
 //! stored per bucket (not cumulative) and per method and status; here they
 //! are summed per `(component, route)` and made cumulative, with every bound
-//! present so each series is complete.
+//! present so each series is complete. `http_requests_total` is the sum of
+//! each `(component, method, route, status)` series' buckets.
 
 use app_common::metrics::{DURATION_BUCKETS, PREFIX};
 use std::collections::BTreeMap;
@@ -116,6 +117,12 @@ pub fn render(entries: &[(String, i64)], dead_letters: i64) -> String {
                     }
                     None => continue,
                 };
+                let request = pick(&labels, &["component", "method", "route", "status"]);
+                *counters
+                    .entry("http_requests_total".into())
+                    .or_default()
+                    .entry(request)
+                    .or_default() += value;
                 let h = histograms.entry(key).or_default();
                 h.per_bucket.resize(DURATION_BUCKETS.len() + 1, 0);
                 h.per_bucket[index] += value;
