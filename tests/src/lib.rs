@@ -507,6 +507,41 @@ pub mod app {
         variables: &[(&str, &str)],
         extra: &[&str],
     ) -> Host {
+        start_manifest(&super::app_manifest(), keys, variables, extra)
+    }
+
+    /// [`super::app_manifest`] plus a probe for tests that look inside: the
+    /// p2 fixture mounted at `/probe/...` with the app's `default`
+    /// key-value store and SQLite database and outbound Redis at
+    /// `redis_address` (`/probe/sql/default`, `/probe/kv/default/<key>`,
+    /// `/probe/publish/<channel>`, ...; see the fixture).
+    pub fn manifest_with_probe() -> String {
+        format!(
+            r#"{}
+
+[[trigger.http]]
+route = "/probe/..."
+component = "probe"
+
+[component.probe]
+source = "{}"
+key_value_stores = ["default"]
+sqlite_databases = ["default"]
+allowed_outbound_hosts = ["{{{{ redis_address }}}}"]
+variables = {{ redis_address = "{{{{ redis_address }}}}" }}
+"#,
+            super::app_manifest(),
+            super::wasm("fixture-p2-app").display()
+        )
+    }
+
+    /// [`start_with_args`] serving `manifest` (the app's, possibly extended).
+    pub fn start_manifest(
+        manifest: &str,
+        keys: Option<&Keys>,
+        variables: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Host {
         let mut all: Vec<(String, String)> = TEST_DEFAULTS
             .iter()
             .filter(|(name, _)| !variables.iter().any(|(n, _)| n == name))
@@ -527,7 +562,7 @@ pub mod app {
             .collect();
         let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
-        Host::start(&super::app_manifest(), &args)
+        Host::start(manifest, &args)
     }
 
     /// Any request to the app.

@@ -506,6 +506,13 @@ fn served_routes() -> Vec<(String, String)> {
             for method in ["get", "post", "put", "patch", "delete"] {
                 if let Some(rest) = line.strip_prefix(&format!(".{method}(\"")) {
                     let template = rest.split('"').next().unwrap();
+                    // Private routes, outside every public manifest route and
+                    // reachable only through service chaining
+                    // (`http://<component>.spin.internal/internal/...`),
+                    // are not part of the public API.
+                    if template.starts_with("/internal/") {
+                        continue;
+                    }
                     let path = template
                         .split('/')
                         .map(|s| match s.strip_prefix(':') {

@@ -33,7 +33,12 @@ json.dump({"samples": samples, "types": types}, sys.stdout)
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -59,7 +64,10 @@ json.dump({"samples": samples, "types": types}, sys.stdout)
 async fn scrape(host: &Host) -> (String, BTreeMap<String, f64>, BTreeMap<String, String>) {
     let r = get(host.url("/metrics")).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
     let text = r.text();
     let (samples, types) = parse(&text);
     (text, samples, types)
@@ -103,7 +111,10 @@ async fn the_exposition_is_valid_and_counts_exactly_under_parallel_load() {
             host.url("/api/users/me")
         };
         tasks.push(tokio::spawn(async move {
-            app_tests::send(&client, "GET", &url, &[], "").await.unwrap().status
+            app_tests::send(&client, "GET", &url, &[], "")
+                .await
+                .unwrap()
+                .status
         }));
     }
     for (i, t) in tasks.into_iter().enumerate() {
@@ -113,8 +124,14 @@ async fn the_exposition_is_valid_and_counts_exactly_under_parallel_load() {
     let (_, after, _) = scrape(&host).await;
     let health = "http_requests_total{component=metrics,method=GET,route=/health,status=200}";
     let me = "http_requests_total{component=users,method=GET,route=/api/users/me,status=401}";
-    assert_eq!(value(&after, health) - value(&before, health), HEALTH as f64);
-    assert_eq!(value(&after, me) - value(&before, me), UNAUTHENTICATED as f64);
+    assert_eq!(
+        value(&after, health) - value(&before, health),
+        HEALTH as f64
+    );
+    assert_eq!(
+        value(&after, me) - value(&before, me),
+        UNAUTHENTICATED as f64
+    );
 
     // The histogram saw the same requests; its buckets are cumulative.
     let count = "http_request_duration_seconds_count{component=metrics,route=/health}";
@@ -126,7 +143,9 @@ async fn the_exposition_is_valid_and_counts_exactly_under_parallel_load() {
     .map(|le| {
         value(
             &after,
-            &format!("http_request_duration_seconds_bucket{{component=metrics,le={le},route=/health}}"),
+            &format!(
+                "http_request_duration_seconds_bucket{{component=metrics,le={le},route=/health}}"
+            ),
         )
     })
     .collect();
@@ -160,7 +179,10 @@ async fn health_is_live_and_ready_follows_redis() {
     let rc = dir.path().join("runtime-config.toml");
     std::fs::write(
         &rc,
-        format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n", redis.url()),
+        format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+            redis.url()
+        ),
     )
     .unwrap();
     let host = app::start_with_args(
@@ -180,7 +202,11 @@ async fn health_is_live_and_ready_follows_redis() {
     let message = r.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(message.contains("key-value store `default`"), "{message}");
     assert!(message.contains("message backend"), "{message}");
-    assert_eq!(get(host.url("/health")).await.status, 200, "liveness needs no store");
+    assert_eq!(
+        get(host.url("/health")).await.status,
+        200,
+        "liveness needs no store"
+    );
 
     redis.restart();
     assert!(

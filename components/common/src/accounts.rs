@@ -10,20 +10,21 @@
 //! [`Profile`] is the only outward view of a record: it has no password
 //! hash, so none can reach a response, a cache entry or a log.
 
+use crate::db::{exec, is_unique_violation, text};
 use crate::principal::Role;
 use crate::time::rfc3339_millis;
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 use spin_sdk::sqlite::{Connection, QueryResult, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub const DATABASE: &str = "default";
+pub const DATABASE: &str = crate::db::DATABASE;
 
 /// Name of this schema in `schema_version`.
 pub const SCHEMA: &str = "accounts";
 
 /// Each migration: its version and idempotent statements.
-const MIGRATIONS: &[(i64, &[&str])] = &[(
+const MIGRATIONS: crate::db::Migrations = &[(
     1,
     &[
         "CREATE TABLE IF NOT EXISTS users (
@@ -95,67 +96,12 @@ pub fn etag(version: i64) -> String {
 
 /// Opens the database, applying missing migrations first.
 pub fn connect() -> Result<Connection> {
-    let conn = Connection::open(DATABASE)
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("open SQLite database `{DATABASE}`"))?;
+    let conn = crate::db::open()?;
     if !MIGRATED.load(Ordering::Relaxed) {
-        migrate(&conn)?;
+        crate::db::migrate(&conn, SCHEMA, MIGRATIONS)?;
         MIGRATED.store(true, Ordering::Relaxed);
     }
     Ok(conn)
-}
-
-fn exec(conn: &Connection, sql: &str, params: &[Value]) -> Result<QueryResult> {
-    conn.execute(sql, params)
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| {
-            format!(
-                "SQL `{}`",
-                sql.split_whitespace().collect::<Vec<_>>().join(" ")
-            )
-        })
-}
-
-fn migrate(conn: &Connection) -> Result<()> {
-    exec(
-        conn,
-        "CREATE TABLE IF NOT EXISTS schema_version (
-            schema TEXT PRIMARY KEY,
-            version INTEGER NOT NULL,
-            applied_at INTEGER NOT NULL
-        )",
-        &[],
-    )?;
-    let current = exec(
-        conn,
-        "SELECT version FROM schema_version WHERE schema = ?",
-        &[text(SCHEMA)],
-    )?
-    .rows
-    .first()
-    .and_then(|r| r.get::<i64>(0))
-    .unwrap_or(0);
-    for (version, statements) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        for statement in *statements {
-            exec(conn, statement, &[])?;
-        }
-        exec(
-            conn,
-            "INSERT INTO schema_version (schema, version, applied_at) VALUES (?, ?, ?)
-             ON CONFLICT (schema) DO UPDATE SET version = max(version, excluded.version),
-             applied_at = excluded.applied_at",
-            &[
-                text(SCHEMA),
-                Value::Integer(*version),
-                Value::Integer(crate::time::now_millis() as i64),
-            ],
-        )?;
-    }
-    Ok(())
-}
-
-fn text(s: &str) -> Value {
-    Value::Text(s.to_string())
 }
 
 fn accounts(result: &QueryResult) -> Result<Vec<Account>> {
@@ -185,10 +131,6 @@ fn accounts(result: &QueryResult) -> Result<Vec<Account>> {
             })
         })
         .collect()
-}
-
-fn is_unique_violation(e: &anyhow::Error) -> bool {
-    format!("{e:#}").contains("UNIQUE constraint failed")
 }
 
 /// Why a write did not happen.

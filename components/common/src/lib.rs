@@ -8,15 +8,19 @@
 //!
 //! Spin-facing modules (they call the host): [`pipeline`] (one request from
 //! arrival to log line), [`kv`], [`accounts`] (the shared user records in
-//! SQLite), [`password`] (Argon2id, pure but slow), and the Spin halves of
-//! the modules above.
+//! SQLite), [`db`] (the shared SQLite database, migrations, transactions),
+//! [`events`] (the event envelope and the transactional outbox),
+//! [`password`] (Argon2id, pure but slow), and the Spin halves of the
+//! modules above.
 
 pub mod accounts;
 pub mod cache;
 pub mod config;
 pub mod correlation;
+pub mod db;
 pub mod encoding;
 pub mod error;
+pub mod events;
 pub mod headers;
 pub mod ids;
 pub mod json;
@@ -34,6 +38,6 @@ pub mod tokens;
 pub mod validate;
 
 pub use error::{ApiError, Detail};
-pub use pipeline::{serve, ApiRequest, ApiResponse};
+pub use pipeline::{serve, serve_with, ApiRequest, ApiResponse, BodyMode};
 pub use principal::{Principal, Role};
 pub use router::{Method, Router};

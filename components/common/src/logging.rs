@@ -55,6 +55,13 @@ pub fn emit(log: &RequestLog<'_>) {
     println!("{}", render(log));
 }
 
+/// Writes any JSON log line (events, background work) to stdout, redacted
+/// like request lines.
+pub fn emit_value(mut value: Value) {
+    redact_strings(&mut value);
+    println!("{value}");
+}
+
 fn redact_strings(value: &mut Value) {
     match value {
         Value::String(s) => *s = redact(s),

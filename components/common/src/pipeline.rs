@@ -5,7 +5,10 @@
 //!    headers for allowed origins);
 //! 3. `/api/*` rate limit per client address;
 //! 4. route lookup → 404 / 405 with `Allow`;
-//! 5. body read with the JSON body limit (413, `Content-Length` first);
+//! 5. body read with the JSON body limit (413, `Content-Length` first),
+//!    unless the route streams its body ([`BodyMode::Streamed`], see
+//!    [`serve_with`]): then the handler reads it with
+//!    [`ApiRequest::body_stream`] under a limit of its own;
 //! 6. the component's handler;
 //! 7. error shape, security headers, CORS, `RateLimit-*`, `Cache-Control`;
 //! 8. one structured log line and the request metrics.
@@ -19,11 +22,13 @@ use crate::principal::Principal;
 use crate::rate_limit::{self, Decision, Limit};
 use crate::router::{allow_header, Method, Params, Resolution, Router};
 use crate::tokens::{self, PublicKeySet, Rejection};
-use futures::StreamExt as _;
+use futures::{Stream, StreamExt as _};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use spin_sdk::http::{IncomingRequest, Response};
 use std::cell::{Cell, RefCell};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// Route label of requests that matched no route.
@@ -35,8 +40,12 @@ pub struct ApiRequest {
     pub route: &'static str,
     params: Params,
     head: RequestHead,
+    /// The body, read with the JSON body limit; empty on routes whose body
+    /// is [`BodyMode::Streamed`].
     pub body: Vec<u8>,
     pub settings: CommonSettings,
+    /// The unread request of a [`BodyMode::Streamed`] route.
+    unread: RefCell<Option<IncomingRequest>>,
     user_id: RefCell<Option<String>>,
     rate_limit: Cell<Option<Decision>>,
 }
@@ -101,6 +110,22 @@ impl ApiRequest {
     /// The body as JSON of type `T` (see [`crate::json`]).
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         crate::json::parse_body(self.header("content-type"), &self.body)
+    }
+
+    /// The body of a [`BodyMode::Streamed`] route as a stream of chunks,
+    /// refused beyond `limit` bytes: by `Content-Length` here, before
+    /// anything is read (413), and while streaming (the stream then yields
+    /// [`BodyError::TooLarge`]). The body can be taken once; on a buffered
+    /// route (already read into [`ApiRequest::body`]) this is an internal
+    /// error.
+    pub fn body_stream(&self, limit: u64) -> Result<BodyStream, ApiError> {
+        let incoming = self.unread.borrow_mut().take().ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!(
+                "the body of `{}` was already read (is the route `BodyMode::Streamed`?)",
+                self.route
+            ))
+        })?;
+        BodyStream::new(incoming, self.header("content-length"), limit)
     }
 
     /// The value of a cookie sent with the request.
@@ -215,6 +240,142 @@ impl ApiResponse {
     }
 }
 
+/// How the pipeline treats a route's request body before the handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyMode {
+    /// Read whole into [`ApiRequest::body`] with the JSON body limit
+    /// (`json_body_limit_bytes`). What [`serve`] does for every route.
+    Buffered,
+    /// Left unread for the handler, which streams it with
+    /// [`ApiRequest::body_stream`] under a limit of its own (uploads).
+    Streamed,
+}
+
+/// Why a streamed body could not be read whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// More than `limit` bytes arrived (or were announced).
+    TooLarge { limit: u64 },
+    /// The body ended before the `Content-Length` it announced (the client
+    /// went away mid-request).
+    Incomplete { expected: u64, received: u64 },
+    /// The host reported a failure while reading.
+    Read(String),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooLarge { limit } => {
+                write!(f, "the request body exceeds the limit of {limit} bytes")
+            }
+            BodyError::Incomplete { expected, received } => write!(
+                f,
+                "the request body ended after {received} of the {expected} bytes announced by Content-Length"
+            ),
+            BodyError::Read(why) => write!(f, "the request body could not be read: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> ApiError {
+        match e {
+            BodyError::TooLarge { limit } => ApiError::payload_too_large(limit),
+            other => ApiError::bad_request(other.to_string()),
+        }
+    }
+}
+
+/// A request body as a stream of chunks that counts what it yields and
+/// stops with [`BodyError::TooLarge`] past its limit, or with
+/// [`BodyError::Incomplete`] when it ends short of `Content-Length`.
+/// Nothing is buffered beyond the chunk the host hands over.
+pub struct BodyStream {
+    inner: Pin<Box<dyn Stream<Item = Result<Vec<u8>, BodyError>> + Send>>,
+    limit: u64,
+    declared: Option<u64>,
+    received: u64,
+    done: bool,
+}
+
+impl BodyStream {
+    fn new(
+        incoming: IncomingRequest,
+        content_length: Option<&str>,
+        limit: u64,
+    ) -> Result<BodyStream, ApiError> {
+        let declared = check_content_length(content_length, limit)?;
+        let inner = incoming
+            .into_body_stream()
+            .map(|chunk| chunk.map_err(|e| BodyError::Read(format!("{e:?}"))));
+        Ok(BodyStream::from_chunks(inner, declared, limit))
+    }
+
+    /// Limits any stream of chunks (`declared`: the announced length).
+    pub fn from_chunks(
+        chunks: impl Stream<Item = Result<Vec<u8>, BodyError>> + Send + 'static,
+        declared: Option<u64>,
+        limit: u64,
+    ) -> BodyStream {
+        BodyStream {
+            inner: Box::pin(chunks),
+            limit,
+            declared,
+            received: 0,
+            done: false,
+        }
+    }
+}
+
+impl Stream for BodyStream {
+    type Item = Result<Vec<u8>, BodyError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let item = match self.inner.as_mut().poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item,
+        };
+        let outcome = match item {
+            Some(Ok(chunk)) => {
+                self.received += chunk.len() as u64;
+                if self.received > self.limit {
+                    Some(Err(BodyError::TooLarge { limit: self.limit }))
+                } else {
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None => match self.declared {
+                Some(expected) if self.received < expected => Some(Err(BodyError::Incomplete {
+                    expected,
+                    received: self.received,
+                })),
+                _ => None,
+            },
+        };
+        self.done = true;
+        Poll::Ready(outcome)
+    }
+}
+
+/// The announced body length: 413 above `limit`, 400 when not a number.
+fn check_content_length(content_length: Option<&str>, limit: u64) -> Result<Option<u64>, ApiError> {
+    let Some(declared) = content_length else {
+        return Ok(None);
+    };
+    match declared.trim().parse::<u64>() {
+        Ok(n) if n > limit => Err(ApiError::payload_too_large(limit)),
+        Ok(n) => Ok(Some(n)),
+        Err(_) => Err(ApiError::bad_request("Content-Length is not a number")),
+    }
+}
+
 /// What arrived, before routing.
 #[derive(Clone)]
 struct RequestHead {
@@ -282,7 +443,8 @@ struct Facts {
     cors: Vec<(&'static str, String)>,
 }
 
-/// Serves one request of `component` through `router` and `handle`.
+/// Serves one request of `component` through `router` and `handle`, every
+/// body read with the JSON body limit.
 pub async fn serve<E, F>(
     component: &'static str,
     router: &Router<E>,
@@ -291,6 +453,24 @@ pub async fn serve<E, F>(
 ) -> Response
 where
     E: Copy,
+    F: AsyncFn(E, &ApiRequest) -> Result<ApiResponse, ApiError>,
+{
+    serve_with(component, router, incoming, |_| BodyMode::Buffered, handle).await
+}
+
+/// As [`serve`], with `body_mode` choosing per endpoint whether the
+/// pipeline reads the body ([`BodyMode::Buffered`]) or leaves it to the
+/// handler ([`BodyMode::Streamed`]).
+pub async fn serve_with<E, B, F>(
+    component: &'static str,
+    router: &Router<E>,
+    incoming: IncomingRequest,
+    body_mode: B,
+    handle: F,
+) -> Response
+where
+    E: Copy,
+    B: Fn(E) -> BodyMode,
     F: AsyncFn(E, &ApiRequest) -> Result<ApiResponse, ApiError>,
 {
     let started = Instant::now();
@@ -302,22 +482,29 @@ where
         cors: Vec::new(),
     };
     let result = match CommonSettings::load() {
-        Ok(settings) => process(router, &head, incoming, settings, handle, &mut facts).await,
+        Ok(settings) => {
+            process(
+                router, &head, incoming, settings, body_mode, handle, &mut facts,
+            )
+            .await
+        }
         Err(e) => Err(ApiError::internal(e.context("load settings"))),
     };
     finish(component, &head, facts, result, started)
 }
 
-async fn process<E, F>(
+async fn process<E, B, F>(
     router: &Router<E>,
     head: &RequestHead,
     incoming: IncomingRequest,
     settings: CommonSettings,
+    body_mode: B,
     handle: F,
     facts: &mut Facts,
 ) -> Result<ApiResponse, ApiError>
 where
     E: Copy,
+    B: Fn(E) -> BodyMode,
     F: AsyncFn(E, &ApiRequest) -> Result<ApiResponse, ApiError>,
 {
     let origin = head.header("origin");
@@ -361,18 +548,21 @@ where
         }
     };
     facts.route = template;
-    let body = read_body(
-        incoming,
-        head.header("content-length"),
-        settings.json_body_limit,
-    )
-    .await?;
+    let (body, unread) = match body_mode(endpoint) {
+        BodyMode::Buffered => {
+            let limit = settings.json_body_limit;
+            let body = read_body(incoming, head.header("content-length"), limit).await?;
+            (body, None)
+        }
+        BodyMode::Streamed => (Vec::new(), Some(incoming)),
+    };
     let request = ApiRequest {
         route: template,
         params,
         head: head.clone(),
         body,
         settings,
+        unread: RefCell::new(unread),
         user_id: RefCell::new(None),
         rate_limit: Cell::new(facts.rate_limit),
     };
@@ -389,23 +579,13 @@ async fn read_body(
     content_length: Option<&str>,
     limit: u64,
 ) -> Result<Vec<u8>, ApiError> {
-    if let Some(declared) = content_length {
-        match declared.trim().parse::<u64>() {
-            Ok(n) if n > limit => return Err(ApiError::payload_too_large(limit)),
-            Ok(_) => {}
-            Err(_) => return Err(ApiError::bad_request("Content-Length is not a number")),
-        }
-    }
-    let mut stream = incoming.into_body_stream();
+    collect_body(BodyStream::new(incoming, content_length, limit)?).await
+}
+
+async fn collect_body(mut stream: BodyStream) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(format!("the request body could not be read: {e:?}"))
-        })?;
-        if (body.len() + chunk.len()) as u64 > limit {
-            return Err(ApiError::payload_too_large(limit));
-        }
-        body.extend_from_slice(&chunk);
+        body.extend_from_slice(&chunk?);
     }
     Ok(body)
 }
@@ -561,6 +741,59 @@ mod tests {
         assert_eq!(client_address(Some("10.0.0.7")), "10.0.0.7");
         assert_eq!(client_address(Some("garbage")), "unknown");
         assert_eq!(client_address(None), "unknown");
+    }
+
+    fn chunks(
+        parts: &[&'static [u8]],
+        failure: Option<BodyError>,
+    ) -> impl Stream<Item = Result<Vec<u8>, BodyError>> + Send + 'static {
+        let mut items: Vec<Result<Vec<u8>, BodyError>> =
+            parts.iter().map(|p| Ok(p.to_vec())).collect();
+        items.extend(failure.map(Err));
+        futures::stream::iter(items)
+    }
+
+    fn collect(stream: BodyStream) -> Result<Vec<u8>, ApiError> {
+        futures::executor::block_on(collect_body(stream))
+    }
+
+    #[test]
+    fn bodies_are_limited_while_streaming() {
+        let ok = BodyStream::from_chunks(chunks(&[b"ab", b"cd"], None), None, 4);
+        assert_eq!(collect(ok).unwrap(), b"abcd");
+        let big = BodyStream::from_chunks(chunks(&[b"ab", b"cde", b"never"], None), None, 4);
+        assert_eq!(collect(big).unwrap_err().status, 413);
+        // The stream ends after the refusal.
+        let mut big = BodyStream::from_chunks(chunks(&[b"abcde", b"f"], None), None, 4);
+        futures::executor::block_on(async {
+            assert_eq!(
+                big.next().await,
+                Some(Err(BodyError::TooLarge { limit: 4 }))
+            );
+            assert_eq!(big.next().await, None);
+        });
+    }
+
+    #[test]
+    fn short_and_failed_bodies_are_errors() {
+        let short = BodyStream::from_chunks(chunks(&[b"ab"], None), Some(3), 10);
+        let e = collect(short).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("2 of the 3 bytes"), "{}", e.message);
+        let failed = BodyStream::from_chunks(
+            chunks(&[b"ab"], Some(BodyError::Read("reset".into()))),
+            None,
+            10,
+        );
+        assert_eq!(collect(failed).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn content_length_is_checked_before_reading() {
+        assert_eq!(check_content_length(None, 5).unwrap(), None);
+        assert_eq!(check_content_length(Some(" 5 "), 5).unwrap(), Some(5));
+        assert_eq!(check_content_length(Some("6"), 5).unwrap_err().status, 413);
+        assert_eq!(check_content_length(Some("x"), 5).unwrap_err().status, 400);
     }
 
     #[test]

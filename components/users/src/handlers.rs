@@ -12,9 +12,10 @@ use anyhow::anyhow;
 use app_common::accounts::{self, etag, Account, ListFilter, Profile, WriteConflict};
 use app_common::cache::KvCache;
 use app_common::error::Detail;
+use app_common::events::{Event, EventSettings};
 use app_common::pagination::{decode_cursor, parse_limit, Page};
 use app_common::validate::normalize_email;
-use app_common::{ids, password, ApiError, ApiRequest, ApiResponse, Principal, Role};
+use app_common::{db, ids, password, ApiError, ApiRequest, ApiResponse, Principal, Role};
 
 /// Attempts of a write without `If-Match` that lost a race to another
 /// writer before giving up with 409.
@@ -177,8 +178,14 @@ fn apply_patch(
     })
 }
 
-/// `DELETE /api/users/:id` (self or admin) → 204.
-pub fn delete(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiError> {
+/// `DELETE /api/users/:id` (self or admin) → 204. The deletion and its
+/// `user.deleted` event commit together (outbox); the event is published
+/// after the commit.
+pub fn delete(
+    request: &ApiRequest,
+    cache: &KvCache,
+    events: &EventSettings,
+) -> Result<ApiResponse, ApiError> {
     let caller = request.authenticate()?;
     let id = target_id(request)?;
     caller.require_self_or_admin(id)?;
@@ -193,9 +200,22 @@ pub fn delete(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiE
             Some(current.version)
         }
     };
-    match accounts::delete(&conn, id, expected_version)? {
+    let event = Event::new(
+        "user.deleted",
+        request.correlation_id(),
+        serde_json::json!({ "userId": id }),
+    );
+    let deleted = db::transaction(&conn, |conn| {
+        let deleted = accounts::delete(conn, id, expected_version)?;
+        if deleted.is_ok() {
+            app_common::events::enqueue(conn, events, &event)?;
+        }
+        Ok(deleted)
+    })?;
+    match deleted {
         Ok(()) => {
             cache.invalidate(id)?;
+            app_common::events::publish_after_commit(&conn, events, &[event]);
             Ok(ApiResponse::no_content())
         }
         Err(WriteConflict::NotFound) => Err(not_found()),

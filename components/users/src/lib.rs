@@ -8,14 +8,29 @@
 //! | `GET    /api/users/:id` (self or admin) | [`handlers::get`] |
 //! | `PATCH  /api/users/:id` (self or admin) | [`handlers::patch`] |
 //! | `DELETE /api/users/:id` (self or admin) | [`handlers::delete`] |
+//! | `GET    /internal/users/:id` (self or admin; service chaining only) | [`handlers::get`] |
 //!
 //! Everything else under the component's routes is a 404 (unknown path) or
 //! a 405 (known path, other method) in the API's error shape.
+//!
+//! `/internal/users/:id` is how other components (orders) read a profile
+//! through service chaining (`http://users.spin.internal/internal/...`).
+//! It lies outside the component's public route (`/api/users/...`), so the
+//! router never sends an outside request there; and it checks the
+//! forwarded caller's token like the public route, so a chained call can
+//! read nothing its caller could not. Unlike `/api/*` it is not counted
+//! against the per-client rate limit: chained requests carry no client
+//! address of their own, and the outside request was already counted.
+//!
+//! Deleting a user publishes `user.deleted` through the event outbox
+//! ([`app_common::events`]); every request also publishes events still
+//! waiting there.
 
 mod handlers;
 mod rules;
 
 use app_common::config::var_u64;
+use app_common::events::EventSettings;
 use app_common::{serve, ApiError, ApiRequest, ApiResponse, Router};
 use spin_sdk::http::{IncomingRequest, Response};
 use spin_sdk::http_component;
@@ -39,6 +54,7 @@ fn routes() -> Router<Endpoint> {
         .get("/api/users/:id", Endpoint::Get)
         .patch("/api/users/:id", Endpoint::Patch)
         .delete("/api/users/:id", Endpoint::Delete)
+        .get("/internal/users/:id", Endpoint::Get)
 }
 
 #[http_component]
@@ -49,11 +65,17 @@ async fn handle(request: IncomingRequest) -> Response {
 async fn dispatch(endpoint: Endpoint, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
     // `user_cache_ttl_seconds` (default 60): how long a read stays cached.
     let cache = handlers::profile_cache(var_u64("user_cache_ttl_seconds", 60)?);
-    match endpoint {
+    let events = EventSettings::load()?;
+    let result = match endpoint {
         Endpoint::List => handlers::list(request),
         Endpoint::Me => handlers::me(request, &cache),
         Endpoint::Get => handlers::get(request, &cache),
         Endpoint::Patch => handlers::patch(request, &cache),
-        Endpoint::Delete => handlers::delete(request, &cache),
+        // Publishes its event and then the rest of the outbox.
+        Endpoint::Delete => return handlers::delete(request, &cache, &events),
+    };
+    if let Ok(conn) = app_common::accounts::connect() {
+        app_common::events::flush(&conn, &events);
     }
+    result
 }

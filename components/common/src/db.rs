@@ -1,0 +1,113 @@
+//! The SQLite database every component shares (`default`, the only one
+//! that exists without runtime config): opening it, statements with their
+//! SQL in the error context, idempotent migrations recorded per schema in
+//! `schema_version`, and `BEGIN IMMEDIATE … COMMIT` transactions.
+//!
+//! Each component (or shared module) owns a schema name and its tables;
+//! whichever component touches the database first applies what is missing.
+//! Migrations use only `CREATE … IF NOT EXISTS`, so two instances applying
+//! the same migration at once both succeed.
+
+use anyhow::{anyhow, Context as _, Result};
+use spin_sdk::sqlite::{Connection, QueryResult, Value};
+
+pub const DATABASE: &str = "default";
+
+/// One schema's migrations: `(version, statements)`, in version order.
+pub type Migrations = &'static [(i64, &'static [&'static str])];
+
+/// Opens the `default` database.
+pub fn open() -> Result<Connection> {
+    Connection::open(DATABASE)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("open SQLite database `{DATABASE}`"))
+}
+
+/// Runs one statement; errors carry the statement (whitespace collapsed).
+pub fn exec(conn: &Connection, sql: &str, params: &[Value]) -> Result<QueryResult> {
+    conn.execute(sql, params)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| {
+            format!(
+                "SQL `{}`",
+                sql.split_whitespace().collect::<Vec<_>>().join(" ")
+            )
+        })
+}
+
+/// Applies the migrations of `schema` newer than its recorded version.
+pub fn migrate(conn: &Connection, schema: &str, migrations: Migrations) -> Result<()> {
+    exec(
+        conn,
+        "CREATE TABLE IF NOT EXISTS schema_version (
+            schema TEXT PRIMARY KEY,
+            version INTEGER NOT NULL,
+            applied_at INTEGER NOT NULL
+        )",
+        &[],
+    )?;
+    let current = exec(
+        conn,
+        "SELECT version FROM schema_version WHERE schema = ?",
+        &[text(schema)],
+    )?
+    .rows
+    .first()
+    .and_then(|r| r.get::<i64>(0))
+    .unwrap_or(0);
+    for (version, statements) in migrations.iter().filter(|(v, _)| *v > current) {
+        for statement in *statements {
+            exec(conn, statement, &[])?;
+        }
+        exec(
+            conn,
+            "INSERT INTO schema_version (schema, version, applied_at) VALUES (?, ?, ?)
+             ON CONFLICT (schema) DO UPDATE SET version = max(version, excluded.version),
+             applied_at = excluded.applied_at",
+            &[
+                text(schema),
+                Value::Integer(*version),
+                Value::Integer(crate::time::now_millis() as i64),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs `work` inside `BEGIN IMMEDIATE … COMMIT` (the write lock is taken
+/// up front, so concurrent writers queue instead of failing on upgrade);
+/// an error rolls everything back.
+pub fn transaction<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    exec(conn, "BEGIN IMMEDIATE", &[])?;
+    match work(conn) {
+        Ok(value) => {
+            if let Err(e) = exec(conn, "COMMIT", &[]) {
+                let _ = exec(conn, "ROLLBACK", &[]);
+                return Err(e);
+            }
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = exec(conn, "ROLLBACK", &[]);
+            Err(e)
+        }
+    }
+}
+
+pub fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+pub fn int(n: i64) -> Value {
+    Value::Integer(n)
+}
+
+/// Text, or `NULL` for `None`.
+pub fn opt_text(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, text)
+}
+
+/// Whether a statement failed on a UNIQUE constraint.
+pub fn is_unique_violation(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("UNIQUE constraint failed")
+}

@@ -1,0 +1,399 @@
+//! Domain events: the versioned JSON envelope every component publishes,
+//! and the transactional outbox that gets them out.
+//!
+//! Envelope (version 1), one JSON object per message:
+//! `{"type": "order.created", "version": 1, "eventId": "<uuid v7>",
+//!   "correlationId": "...", "occurredAt": "<RFC 3339>", "data": {...}}`.
+//! Consumers ignore fields they do not know (additive changes keep the
+//! version); an incompatible change gets a new `version`.
+//!
+//! # Outbox and the delivery guarantee
+//!
+//! A component that changes state and announces it writes the event into
+//! the `event_outbox` table **in the same SQLite transaction** as the change
+//! ([`enqueue`]), so there is never a change without its event or an event
+//! without its change. After the commit it publishes the event through
+//! outbound Redis to the `events_channel` channel at `redis_address` and
+//! marks the row sent ([`publish_after_commit`]).
+//!
+//! If publishing fails (Redis down, host killed between commit and publish),
+//! the row stays unsent and a later request to any component using the
+//! outbox (orders, users) publishes it ([`flush`]), after a back-off that
+//! doubles per failed attempt (1 s … 60 s). A row being published is
+//! claimed for [`CLAIM_MILLIS`] so parallel requests do not publish it at
+//! the same time; a claim left by a crashed instance simply expires.
+//!
+//! The guarantee is therefore **at least once**: an event can be published
+//! twice (a crash after publishing but before marking the row sent, or a
+//! publish slower than the claim), never zero times once its transaction
+//! committed — provided some request reaches an outbox component later.
+//! Consumers must be idempotent by `eventId` (order-events is).
+//! Sent rows are kept for [`RETENTION_MILLIS`] and then pruned.
+//!
+//! What happens after publication depends on the message backend. With
+//! runtime-host's embedded broker a published message is durable: queued
+//! (surviving restarts), retried with backoff, finally dead-lettered. With
+//! real Redis (the Spin Redis trigger is Redis pub/sub) Redis hands a
+//! message only to the subscribers connected at that moment: the outbox
+//! guarantees the event is published, not that a subscriber that is down
+//! at that instant ever sees it.
+
+use crate::db::{self, exec, int, text, Migrations};
+use anyhow::{bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use spin_sdk::sqlite::Connection;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The envelope version this code writes and reads.
+pub const VERSION: u32 = 1;
+
+/// Default of the `events_channel` variable.
+pub const DEFAULT_CHANNEL: &str = "app.events";
+
+/// Default of the `redis_address` variable.
+pub const DEFAULT_REDIS_ADDRESS: &str = "redis://127.0.0.1:6379";
+
+/// How long a publisher owns an unsent row before others may take it.
+pub const CLAIM_MILLIS: u64 = 10_000;
+
+/// How long sent rows are kept (for inspection and replays).
+pub const RETENTION_MILLIS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Most unsent rows one request publishes on the side.
+pub const FLUSH_BATCH: i64 = 50;
+
+/// One domain event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub version: u32,
+    pub event_id: String,
+    pub correlation_id: String,
+    pub occurred_at: String,
+    pub data: Value,
+}
+
+impl Event {
+    /// A new event of `kind`, now, with a fresh id.
+    pub fn new(kind: &str, correlation_id: &str, data: Value) -> Event {
+        Event::at(
+            kind,
+            &crate::ids::new_record_id(),
+            correlation_id,
+            crate::time::now_millis(),
+            data,
+        )
+    }
+
+    pub fn at(
+        kind: &str,
+        event_id: &str,
+        correlation_id: &str,
+        unix_millis: u64,
+        data: Value,
+    ) -> Event {
+        Event {
+            kind: kind.to_string(),
+            version: VERSION,
+            event_id: event_id.to_string(),
+            correlation_id: correlation_id.to_string(),
+            occurred_at: crate::time::rfc3339_millis(unix_millis),
+            data,
+        }
+    }
+
+    /// Reads a message: JSON of the envelope, in a version this code knows.
+    pub fn parse(payload: &[u8]) -> Result<Event> {
+        let event: Event =
+            serde_json::from_slice(payload).context("the message is not an event envelope")?;
+        if event.version != VERSION {
+            bail!(
+                "event {} has version {}; this consumer reads version {VERSION}",
+                event.event_id,
+                event.version
+            );
+        }
+        if event.kind.is_empty() || event.event_id.is_empty() || event.event_id.len() > 100 {
+            bail!("the event has an empty type or a missing or oversized eventId");
+        }
+        Ok(event)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an event always serialises")
+    }
+}
+
+/// Where events go: variables `events_channel` and `redis_address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSettings {
+    pub channel: String,
+    pub redis_address: String,
+}
+
+impl EventSettings {
+    pub fn load() -> Result<EventSettings> {
+        Ok(EventSettings {
+            channel: crate::config::var("events_channel")?
+                .unwrap_or_else(|| DEFAULT_CHANNEL.into()),
+            redis_address: crate::config::var("redis_address")?
+                .unwrap_or_else(|| DEFAULT_REDIS_ADDRESS.into()),
+        })
+    }
+}
+
+const SCHEMA: &str = "events";
+
+const MIGRATIONS: Migrations = &[(
+    1,
+    &[
+        "CREATE TABLE IF NOT EXISTS event_outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            channel TEXT NOT NULL,
+            type TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            claimed_until INTEGER NOT NULL DEFAULT 0,
+            sent_at INTEGER,
+            last_error TEXT
+        )",
+        "CREATE INDEX IF NOT EXISTS event_outbox_unsent ON event_outbox (seq)
+            WHERE sent_at IS NULL",
+        "CREATE INDEX IF NOT EXISTS event_outbox_sent ON event_outbox (sent_at)
+            WHERE sent_at IS NOT NULL",
+    ],
+)];
+
+static MIGRATED: AtomicBool = AtomicBool::new(false);
+
+/// Creates the outbox table if missing (every function here calls it).
+pub fn migrate(conn: &Connection) -> Result<()> {
+    if !MIGRATED.load(Ordering::Relaxed) {
+        db::migrate(conn, SCHEMA, MIGRATIONS)?;
+        MIGRATED.store(true, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Writes `event` to the outbox (for the `events_channel` of `settings`).
+/// Call inside the transaction that makes the change the event announces.
+/// The row starts claimed by the caller, who publishes it after the commit
+/// with [`publish_after_commit`].
+pub fn enqueue(conn: &Connection, settings: &EventSettings, event: &Event) -> Result<()> {
+    migrate(conn)?;
+    let now = crate::time::now_millis();
+    exec(
+        conn,
+        "INSERT INTO event_outbox (event_id, channel, type, payload, created_at, claimed_until)
+         VALUES (?, ?, ?, ?, ?, ?)",
+        &[
+            text(&event.event_id),
+            text(&settings.channel),
+            text(&event.kind),
+            text(&event.to_json()),
+            int(now as i64),
+            int((now + CLAIM_MILLIS) as i64),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A row to publish.
+struct Outgoing {
+    seq: i64,
+    event_id: String,
+    channel: String,
+    payload: String,
+}
+
+/// After the commit: publishes `events` (enqueued by this request), then
+/// any other unsent rows ([`flush`]). Never fails the request: a failure
+/// is logged and the rows stay for a later request.
+pub fn publish_after_commit(conn: &Connection, settings: &EventSettings, events: &[Event]) {
+    let own = events
+        .iter()
+        .map(|e| Outgoing {
+            seq: 0,
+            event_id: e.event_id.clone(),
+            channel: settings.channel.clone(),
+            payload: e.to_json(),
+        })
+        .collect();
+    match publish_rows(conn, settings, own) {
+        Ok(_) => flush(conn, settings),
+        Err(e) => log_failure(&e),
+    }
+}
+
+/// Publishes unsent rows nobody holds a claim on (up to [`FLUSH_BATCH`]).
+/// Cheap when there are none (one indexed read, no write lock). Never
+/// fails; problems are logged.
+pub fn flush(conn: &Connection, settings: &EventSettings) {
+    if let Err(e) = try_flush(conn, settings) {
+        log_failure(&e);
+    }
+}
+
+fn try_flush(conn: &Connection, settings: &EventSettings) -> Result<usize> {
+    migrate(conn)?;
+    let now = crate::time::now_millis() as i64;
+    let pending = exec(
+        conn,
+        "SELECT 1 FROM event_outbox WHERE sent_at IS NULL AND claimed_until < ? LIMIT 1",
+        &[int(now)],
+    )?;
+    if pending.rows.is_empty() {
+        return Ok(0);
+    }
+    let claimed = exec(
+        conn,
+        "UPDATE event_outbox SET claimed_until = ?
+         WHERE seq IN (SELECT seq FROM event_outbox
+                       WHERE sent_at IS NULL AND claimed_until < ?
+                       ORDER BY seq LIMIT ?)
+         RETURNING seq, event_id, channel, payload",
+        &[int(now + CLAIM_MILLIS as i64), int(now), int(FLUSH_BATCH)],
+    )?;
+    let mut rows = claimed
+        .rows
+        .iter()
+        .map(|r| {
+            let s = |i: usize| {
+                r.get::<&str>(i)
+                    .map(str::to_string)
+                    .with_context(|| format!("event_outbox column {i} is not text"))
+            };
+            Ok(Outgoing {
+                seq: r.get::<i64>(0).context("event_outbox seq")?,
+                event_id: s(1)?,
+                channel: s(2)?,
+                payload: s(3)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    rows.sort_by_key(|r| r.seq);
+    publish_rows(conn, settings, rows)
+}
+
+/// Publishes claimed rows in order, marking each sent; on the first
+/// failure releases it and the rest (for a later attempt) and fails.
+fn publish_rows(conn: &Connection, settings: &EventSettings, rows: Vec<Outgoing>) -> Result<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let redis = match spin_sdk::redis::Connection::open(&settings.redis_address) {
+        Ok(redis) => redis,
+        Err(e) => {
+            let error = format!("open Redis at the `redis_address` variable: {e}");
+            release(conn, &rows, &error)?;
+            bail!("{error}");
+        }
+    };
+    let mut sent = 0;
+    for (i, row) in rows.iter().enumerate() {
+        if let Err(e) = redis.publish(&row.channel, &row.payload.clone().into_bytes()) {
+            let error = format!("publish to channel `{}`: {e}", row.channel);
+            release(conn, &rows[i..], &error)?;
+            bail!("{error}");
+        }
+        exec(
+            conn,
+            "UPDATE event_outbox SET sent_at = ?, attempts = attempts + 1, last_error = NULL
+             WHERE event_id = ?",
+            &[int(crate::time::now_millis() as i64), text(&row.event_id)],
+        )?;
+        sent += 1;
+    }
+    prune(conn)?;
+    Ok(sent)
+}
+
+/// Gives claimed rows back for a later request to retry, after a delay
+/// that doubles with each failed attempt (1 s, 2 s, 4 s, … at most 60 s),
+/// so a message backend that is down is not hammered by every request.
+fn release(conn: &Connection, rows: &[Outgoing], error: &str) -> Result<()> {
+    let now = crate::time::now_millis() as i64;
+    for row in rows {
+        exec(
+            conn,
+            "UPDATE event_outbox SET attempts = attempts + 1, last_error = ?,
+                 claimed_until = ? + min(60000, 500 * (1 << min(attempts + 1, 7)))
+             WHERE event_id = ? AND sent_at IS NULL",
+            &[text(error), int(now), text(&row.event_id)],
+        )?;
+    }
+    Ok(())
+}
+
+fn prune(conn: &Connection) -> Result<()> {
+    let cutoff = crate::time::now_millis().saturating_sub(RETENTION_MILLIS);
+    exec(
+        conn,
+        "DELETE FROM event_outbox WHERE sent_at IS NOT NULL AND sent_at < ?",
+        &[int(cutoff as i64)],
+    )?;
+    Ok(())
+}
+
+fn log_failure(e: &anyhow::Error) {
+    crate::logging::emit_value(serde_json::json!({
+        "ts": crate::time::rfc3339_millis(crate::time::now_millis()),
+        "level": "warn",
+        "msg": "events not published yet; they stay in the outbox for a later request",
+        "error": format!("{e:#}"),
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn envelopes_have_the_documented_shape() {
+        let e = Event::at(
+            "order.created",
+            "0190aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee",
+            "corr-1",
+            1_714_564_800_123,
+            json!({"orderId": "o1"}),
+        );
+        let v: Value = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "type": "order.created",
+                "version": 1,
+                "eventId": "0190aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee",
+                "correlationId": "corr-1",
+                "occurredAt": "2024-05-01T12:00:00.123Z",
+                "data": {"orderId": "o1"}
+            })
+        );
+        assert_eq!(Event::parse(e.to_json().as_bytes()).unwrap(), e);
+    }
+
+    #[test]
+    fn unknown_versions_and_garbage_are_refused() {
+        let mut e = Event::at("x", "id", "c", 0, json!({}));
+        e.version = 2;
+        assert!(Event::parse(e.to_json().as_bytes()).is_err());
+        assert!(Event::parse(b"not json").is_err());
+        assert!(Event::parse(br#"{"type":"x"}"#).is_err());
+        e.version = 1;
+        e.event_id.clear();
+        assert!(Event::parse(e.to_json().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn consumers_ignore_fields_they_do_not_know() {
+        let text = r#"{"type":"x","version":1,"eventId":"i","correlationId":"c",
+            "occurredAt":"t","data":{},"producer":"future"}"#;
+        assert_eq!(Event::parse(text.as_bytes()).unwrap().kind, "x");
+    }
+}
