@@ -132,13 +132,15 @@ fn register_counter_add(conn: &Connection) -> rusqlite::Result<()> {
             let delta: i64 = ctx.get(1)?;
             let current = match current {
                 None => 0,
-                Some(bytes) => i64::from_le_bytes(bytes.try_into().map_err(|_| {
-                    rusqlite::Error::UserFunctionError(NOT_A_COUNTER.into())
-                })?),
+                Some(bytes) => i64::from_le_bytes(
+                    bytes
+                        .try_into()
+                        .map_err(|_| rusqlite::Error::UserFunctionError(NOT_A_COUNTER.into()))?,
+                ),
             };
-            let next = current.checked_add(delta).ok_or_else(|| {
-                rusqlite::Error::UserFunctionError("counter overflow".into())
-            })?;
+            let next = current
+                .checked_add(delta)
+                .ok_or_else(|| rusqlite::Error::UserFunctionError("counter overflow".into()))?;
             Ok(next.to_le_bytes().to_vec())
         },
     )
