@@ -469,7 +469,7 @@ variables = { message = "{{ greeting }}" }
     fn trigger_for_a_missing_component_is_an_error() {
         let text = MINIMAL.replace("component = \"web\"", "component = \"nope\"");
         let err = format!("{:#}", parse(&text).unwrap_err());
-        assert!(err.contains("spin.toml:7") && err.contains("nope"), "{err}");
+        assert!(err.contains("spin.toml:8") && err.contains("nope"), "{err}");
     }
 
     #[test]

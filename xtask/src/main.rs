@@ -157,11 +157,21 @@ fn build(root: &Path) -> Result<()> {
     eprintln!("xtask: building {} WebAssembly components", packages.len());
     run_cmd(&mut cmd)?;
     eprintln!("xtask: building runtime-host");
+    // The host with the same feature set `cargo test --workspace` resolves,
+    // so the test run reuses this build instead of compiling it again.
     run_cmd(
         cargo()
             .current_dir(root)
-            .args(["build", "--release", "-p", "runtime-host"]),
+            .args(["build", "--release", "--workspace"])
+            .args(exclude_args(&packages)),
     )
+}
+
+fn exclude_args(packages: &[String]) -> Vec<String> {
+    packages
+        .iter()
+        .flat_map(|p| ["--exclude".to_string(), p.clone()])
+        .collect()
 }
 
 fn up(root: &Path, extra: &[String]) -> Result<()> {
@@ -272,11 +282,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     let mut cmd = cargo();
     cmd.current_dir(root)
         .args(["test", "--release", "--workspace"])
-        .args(
-            wasm_packages(root)?
-                .iter()
-                .flat_map(|p| ["--exclude".to_string(), p.clone()]),
-        )
+        .args(exclude_args(&wasm_packages(root)?))
         .args(extra)
         .env("APP_TARGET_DIR", target_dir(root));
     run_cmd(&mut cmd)
