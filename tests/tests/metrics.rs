@@ -226,3 +226,38 @@ async fn ready_is_200_on_the_embedded_backends() {
     let checks = r.json()["checks"].as_array().unwrap().len();
     assert_eq!(checks, 3);
 }
+
+/// The Grafana dashboard under `deploy/` queries only series `/metrics`
+/// exposes.
+#[test]
+fn the_grafana_dashboard_queries_exported_series() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exported = [
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "business_operations_total",
+        "dead_letters_total",
+        "upload_bytes_total",
+    ];
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 5);
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.ends_with("_total") || w.ends_with("_bucket"))
+                .collect();
+            assert!(!names.is_empty(), "{expr}");
+            for name in names {
+                assert!(
+                    exported.contains(&name),
+                    "{} queries unknown series {name}",
+                    panel["title"]
+                );
+            }
+        }
+    }
+}

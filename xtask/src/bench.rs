@@ -431,6 +431,28 @@ fn http_json(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, St
     Ok((status, body))
 }
 
+/// A valid order: two items, totals computed by the server.
+const ORDER: &str = r#"{"items":[{"productId":"sku-1","quantity":2,"unitPrice":1250},{"productId":"sku-2","quantity":1,"unitPrice":399}],"shippingAddress":{"street":"1 Main St","city":"Springfield","state":"IL","zipCode":"62701","country":"US"},"currency":"USD"}"#;
+
+/// Reference figures for the same routes on this kind of machine (2 cores,
+/// `wrk -t2 -c64`): a 2-worker Node.js/Express cluster written the seeds'
+/// way, and the released Spin 4.0.2 (issue 8 of the project).
+const REFERENCES: [(&str, &str, f64); 5] = [
+    ("GET /health", "Node.js/Express cluster", 16_700.0),
+    ("GET /api/users/me", "Node.js/Express cluster", 7_700.0),
+    ("POST /api/orders", "Node.js/Express cluster", 3_400.0),
+    (
+        "p2, fresh instance per request",
+        "Spin 4.0.2, hello component",
+        10_000.0,
+    ),
+    (
+        "key-value set",
+        "Spin 4.0.2, one set + one increment",
+        800.0,
+    ),
+];
+
 fn app_scenarios(
     root: &Path,
     seconds: u32,
@@ -496,6 +518,14 @@ fn app_scenarios(
                 figures: f,
                 baseline_rps: None,
             });
+            let f = wrk_with(host.port, "/api/orders", "POST", ORDER, &auth, c, seconds)?;
+            rows.push(Row {
+                group,
+                scenario: "POST /api/orders (SQLite transaction + outbox + publish)".into(),
+                connections: c,
+                figures: f,
+                baseline_rps: None,
+            });
         }
         if group == NO_METRICS {
             continue;
@@ -525,6 +555,23 @@ fn app_scenarios(
             figures: f,
             baseline_rps: None,
         });
+    }
+    // Against the reference figures (best of the two instance strategies,
+    // at 32 connections, the closest to their -c64).
+    for (prefix, reference, rps) in REFERENCES {
+        let best = rows
+            .iter()
+            .filter(|r| {
+                r.scenario.starts_with(prefix) && r.connections == 32 && r.group != NO_METRICS
+            })
+            .map(|r| r.figures.rps)
+            .fold(0.0, f64::max);
+        if best > 0.0 {
+            notes.push(format!(
+                "{prefix}: {best:.0} req/s, {:.2}× {reference} ({rps:.0} req/s).",
+                best / rps
+            ));
+        }
     }
     // What recording request metrics costs: the same requests with it off.
     for r in rows
