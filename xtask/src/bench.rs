@@ -431,6 +431,79 @@ fn http_json(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, St
     Ok((status, body))
 }
 
+/// The same work as the components' `/health` and `/api/users/me`, compiled
+/// natively behind plain hyper (`bench/native-baseline`).
+fn native_baseline(
+    root: &Path,
+    public_keys: &str,
+    profile: &str,
+    bearer: &str,
+    seconds: u32,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let state = TempDir::new("native")?;
+    let mut child = Command::new(super::target_dir(root).join("release/native-baseline"))
+        .args(["127.0.0.1:0"])
+        .arg(&state.0)
+        .args([public_keys, profile])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start native-baseline (cargo build --release -p native-baseline)")?;
+    let stdout = child.stdout.take().context("baseline stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let port = loop {
+        let Some(line) = lines.next() else {
+            bail!("native-baseline exited before serving");
+        };
+        if let Some(addr) = line?.strip_prefix("Serving http://") {
+            break addr.rsplit(':').next().unwrap_or("").parse::<u16>()?;
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let group = "native baseline (same logic, no WebAssembly)";
+    let auth = [("Authorization", bearer)];
+    let result = (|| -> Result<()> {
+        for c in [32, 256] {
+            wrk(port, "/health", "GET", "", c, 1)?;
+            let f = wrk(port, "/health", "GET", "", c, seconds)?;
+            rows.push(Row {
+                group,
+                scenario: "GET /health".into(),
+                connections: c,
+                figures: f,
+                baseline_rps: None,
+            });
+            let f = wrk_with(port, "/api/users/me", "GET", "", &auth, c, seconds)?;
+            rows.push(Row {
+                group,
+                scenario: "GET /api/users/me (EdDSA verify + cached read)".into(),
+                connections: c,
+                figures: f,
+                baseline_rps: None,
+            });
+        }
+        Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+fn http_json_auth(port: u16, path: &str, bearer: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: {bearer}\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf.split_whitespace().nth(1).unwrap_or("0").parse()?;
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((status, body))
+}
+
 /// A valid order: two items, totals computed by the server.
 const ORDER: &str = r#"{"items":[{"productId":"sku-1","quantity":2,"unitPrice":1250},{"productId":"sku-2","quantity":1,"unitPrice":399}],"shippingAddress":{"street":"1 Main St","city":"Springfield","state":"IL","zipCode":"62701","country":"US"},"currency":"USD"}"#;
 
@@ -462,7 +535,11 @@ fn app_scenarios(
     let manifest = app_manifest(root)?;
     let keys_dir = TempDir::new("keys")?;
     let mut args: Vec<String> = Vec::new();
+    let mut public_keys = String::new();
     for (name, value) in super::dev_token_keys(&keys_dir.0, &[])? {
+        if name == "jwt_public_keys" {
+            public_keys = value.clone();
+        }
         args.push("--variable".into());
         args.push(format!("{name}={value}"));
     }
@@ -499,6 +576,10 @@ fn app_scenarios(
             .and_then(|v| v["accessToken"].as_str().map(str::to_string))
             .with_context(|| format!("login failed: {status} {body}"))?;
         let bearer = format!("Bearer {token}");
+        if group == FRESH {
+            let (_, profile) = http_json_auth(host.port, "/api/users/me", &bearer)?;
+            native_baseline(root, &public_keys, &profile, &bearer, seconds, rows)?;
+        }
         for c in [32, 256] {
             wrk(host.port, "/health", "GET", "", c, 1)?;
             let f = wrk(host.port, "/health", "GET", "", c, seconds)?;
@@ -570,6 +651,34 @@ fn app_scenarios(
             notes.push(format!(
                 "{prefix}: {best:.0} req/s, {:.2}× {reference} ({rps:.0} req/s).",
                 best / rps
+            ));
+        }
+    }
+    // What WebAssembly isolation costs: the app against the native baseline.
+    for scenario in [
+        "GET /health",
+        "GET /api/users/me (EdDSA verify + cached read)",
+    ] {
+        let find = |group: &str| {
+            rows.iter().find(|r| {
+                r.group.starts_with(group) && r.scenario == scenario && r.connections == 32
+            })
+        };
+        if let (Some(native), Some(fresh), Some(reuse)) = (
+            find("native baseline"),
+            find(FRESH),
+            find("app: instance reuse"),
+        ) {
+            notes.push(format!(
+                "WebAssembly isolation, {scenario} at 32 connections: p50 {:.2} ms native, {:.2} ms with a fresh instance ({:.1}× native latency), {:.2} ms with reuse ({:.1}×); throughput {:.0} / {:.0} / {:.0} req/s.",
+                native.figures.p50_ms,
+                fresh.figures.p50_ms,
+                fresh.figures.p50_ms / native.figures.p50_ms.max(1e-9),
+                reuse.figures.p50_ms,
+                reuse.figures.p50_ms / native.figures.p50_ms.max(1e-9),
+                native.figures.rps,
+                fresh.figures.rps,
+                reuse.figures.rps
             ));
         }
     }
