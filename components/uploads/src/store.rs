@@ -18,12 +18,12 @@
 use crate::intake::{chunk_key, remove_chunks, ChunkStore, ReceivedFile};
 use crate::rules::FileType;
 use anyhow::{anyhow, Context as _, Result};
+use app_common::db::{self, exec, text};
 use app_common::time::now_millis;
 use spin_sdk::key_value::Store;
 use spin_sdk::sqlite::{Connection, QueryResult, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub const DATABASE: &str = "default";
 pub const SCHEMA: &str = "uploads";
 
 const MIGRATIONS: &[(i64, &[&str])] = &[(
@@ -116,71 +116,16 @@ impl ChunkStore for KvChunks {
 
 /// Opens the database, applying missing migrations first.
 pub fn connect() -> Result<Connection> {
-    let conn = Connection::open(DATABASE)
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("open SQLite database `{DATABASE}`"))?;
+    let conn = db::open()?;
     if !MIGRATED.load(Ordering::Relaxed) {
-        migrate(&conn)?;
+        db::migrate(&conn, SCHEMA, MIGRATIONS)?;
         MIGRATED.store(true, Ordering::Relaxed);
     }
     Ok(conn)
 }
 
-fn exec(conn: &Connection, sql: &str, params: &[Value]) -> Result<QueryResult> {
-    conn.execute(sql, params)
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| {
-            format!(
-                "SQL `{}`",
-                sql.split_whitespace().collect::<Vec<_>>().join(" ")
-            )
-        })
-}
-
-fn migrate(conn: &Connection) -> Result<()> {
-    exec(
-        conn,
-        "CREATE TABLE IF NOT EXISTS schema_version (
-            schema TEXT PRIMARY KEY,
-            version INTEGER NOT NULL,
-            applied_at INTEGER NOT NULL
-        )",
-        &[],
-    )?;
-    let current = exec(
-        conn,
-        "SELECT version FROM schema_version WHERE schema = ?",
-        &[text(SCHEMA)],
-    )?
-    .rows
-    .first()
-    .and_then(|r| r.get::<i64>(0))
-    .unwrap_or(0);
-    for (version, statements) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        for statement in *statements {
-            exec(conn, statement, &[])?;
-        }
-        exec(
-            conn,
-            "INSERT INTO schema_version (schema, version, applied_at) VALUES (?, ?, ?)
-             ON CONFLICT (schema) DO UPDATE SET version = max(version, excluded.version),
-             applied_at = excluded.applied_at",
-            &[
-                text(SCHEMA),
-                Value::Integer(*version),
-                Value::Integer(now_millis() as i64),
-            ],
-        )?;
-    }
-    Ok(())
-}
-
-fn text(s: &str) -> Value {
-    Value::Text(s.to_string())
-}
-
 fn int(n: u64) -> Value {
-    Value::Integer(n as i64)
+    db::int(n as i64)
 }
 
 fn uploads(result: &QueryResult) -> Result<Vec<Upload>> {
