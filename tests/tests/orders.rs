@@ -583,3 +583,38 @@ async fn a_failing_users_component_opens_the_circuit_and_orders_are_still_served
     get().await;
     assert_eq!(users.hits(), 6, "open again after the failed trial");
 }
+
+/// Many orders created at once: every transaction commits. (Each create
+/// holds SQLite's write lock across several host calls; the host must keep
+/// serving the lock holder while other instances wait for it.)
+#[tokio::test]
+async fn parallel_creates_all_commit() {
+    let host = start(&[]);
+    let (_, ada) = register_ok(&host, "Ada", "ada@example.com").await;
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let host_url = host.url("/api/orders");
+            let token = ada.clone();
+            tokio::spawn(async move {
+                app_tests::send(
+                    &app_tests::client(),
+                    "POST",
+                    &host_url,
+                    &[
+                        ("authorization", &format!("Bearer {token}")),
+                        ("content-type", "application/json"),
+                    ],
+                    order_body(&[("sku-1", 1, 100)]).to_string(),
+                )
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let listed = sql(&host, "SELECT COUNT(*) FROM orders").await;
+    assert_eq!(listed[0][0], json!(64));
+}

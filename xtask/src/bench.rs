@@ -447,7 +447,7 @@ fn native_baseline(
         .arg(&state.0)
         .args([public_keys, profile])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(state.0.join("stderr.log"))?)
         .spawn()
         .context("start native-baseline (cargo build --release -p native-baseline)")?;
     let stdout = child.stdout.take().context("baseline stdout")?;
@@ -487,7 +487,12 @@ fn native_baseline(
     })();
     let _ = child.kill();
     let _ = child.wait();
-    result
+    result.with_context(|| {
+        format!(
+            "native baseline failed; its stderr:\n{}",
+            std::fs::read_to_string(state.0.join("stderr.log")).unwrap_or_default()
+        )
+    })
 }
 
 fn http_json_auth(port: u16, path: &str, bearer: &str) -> Result<(u16, String)> {

@@ -104,7 +104,20 @@ impl PooledConnection {
         self.conn.as_ref().expect("present until drop")
     }
 
+    /// Runs one statement. It may wait for another connection's write lock
+    /// (`busy_timeout`), so it runs as blocking work: the async runtime moves
+    /// its other tasks off this thread, and the instance holding the lock
+    /// can always finish its transaction instead of waiting for a thread.
     pub fn execute(&self, statement: &str, params: Vec<Value>) -> Result<QueryResult, SqlError> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.execute_now(statement, params))
+            }
+            _ => self.execute_now(statement, params),
+        }
+    }
+
+    fn execute_now(&self, statement: &str, params: Vec<Value>) -> Result<QueryResult, SqlError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(statement).map_err(map_err)?;
         let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
