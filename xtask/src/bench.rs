@@ -116,24 +116,31 @@ fn start_host(
         .stderr(Stdio::null())
         .spawn()
         .context("start runtime-host")?;
-    let stdout = child.stdout.take().context("host stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let port = loop {
-        let Some(line) = lines.next() else {
-            bail!("runtime-host exited before serving");
-        };
-        if let Some(addr) = line?.strip_prefix("Serving http://") {
-            break addr.rsplit(':').next().unwrap_or("").parse::<u16>()?;
-        }
-    };
-    // Keep draining stdout so the host never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let port = serving_port(&mut child, "runtime-host")?;
     let host = RunningHost {
         child,
         port,
         _dir: dir,
     };
     Ok((host, started.elapsed()))
+}
+
+/// The port a server we started prints in its `Serving http://…` line.
+/// Its stdout keeps being drained afterwards, so it never blocks on a full
+/// pipe.
+fn serving_port(child: &mut Child, what: &str) -> Result<u16> {
+    let stdout = child.stdout.take().context("server stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let port = loop {
+        let Some(line) = lines.next() else {
+            bail!("{what} exited before serving");
+        };
+        if let Some(addr) = line?.strip_prefix("Serving http://") {
+            break addr.rsplit(':').next().unwrap_or("").parse::<u16>()?;
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok(port)
 }
 
 /// Time from process start to the first 200 on `path`.
@@ -453,17 +460,7 @@ fn native_baseline(
         .stderr(std::fs::File::create(state.0.join("stderr.log"))?)
         .spawn()
         .context("start native-baseline (cargo build --release -p native-baseline)")?;
-    let stdout = child.stdout.take().context("baseline stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let port = loop {
-        let Some(line) = lines.next() else {
-            bail!("native-baseline exited before serving");
-        };
-        if let Some(addr) = line?.strip_prefix("Serving http://") {
-            break addr.rsplit(':').next().unwrap_or("").parse::<u16>()?;
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let port = serving_port(&mut child, "native-baseline")?;
     let group = "native baseline (same logic, no WebAssembly)";
     let auth = [("Authorization", bearer)];
     let result = (|| -> Result<()> {
