@@ -109,15 +109,8 @@ fn accounts(result: &QueryResult) -> Result<Vec<Account>> {
         .rows
         .iter()
         .map(|row| {
-            let s = |i: usize| {
-                row.get::<&str>(i)
-                    .map(str::to_string)
-                    .ok_or_else(|| anyhow!("users column {i} is not text"))
-            };
-            let n = |i: usize| {
-                row.get::<i64>(i)
-                    .ok_or_else(|| anyhow!("users column {i} is not an integer"))
-            };
+            let s = |i: usize| crate::db::column_text(row, "users", i);
+            let n = |i: usize| crate::db::column_int(row, "users", i);
             let role = s(3)?;
             Ok(Account {
                 id: s(0)?,

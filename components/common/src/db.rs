@@ -9,12 +9,25 @@
 //! the same migration at once both succeed.
 
 use anyhow::{anyhow, Context as _, Result};
-use spin_sdk::sqlite::{Connection, QueryResult, Value};
+use spin_sdk::sqlite::{Connection, QueryResult, RowResult, Value};
 
 pub const DATABASE: &str = "default";
 
 /// One schema's migrations: `(version, statements)`, in version order.
 pub type Migrations = &'static [(i64, &'static [&'static str])];
+
+/// Column `i` of a row of `table` as text; an error names both otherwise.
+pub fn column_text(row: &RowResult, table: &str, i: usize) -> Result<String> {
+    row.get::<&str>(i)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("{table} column {i} is not text"))
+}
+
+/// Column `i` of a row of `table` as an integer; an error names both otherwise.
+pub fn column_int(row: &RowResult, table: &str, i: usize) -> Result<i64> {
+    row.get::<i64>(i)
+        .ok_or_else(|| anyhow!("{table} column {i} is not an integer"))
+}
 
 /// Opens the `default` database.
 pub fn open() -> Result<Connection> {

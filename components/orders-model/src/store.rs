@@ -166,15 +166,8 @@ fn orders(result: &QueryResult) -> Result<Vec<Order>> {
         .rows
         .iter()
         .map(|row| {
-            let s = |i: usize| {
-                row.get::<&str>(i)
-                    .map(str::to_string)
-                    .ok_or_else(|| anyhow!("orders column {i} is not text"))
-            };
-            let n = |i: usize| {
-                row.get::<i64>(i)
-                    .ok_or_else(|| anyhow!("orders column {i} is not an integer"))
-            };
+            let s = |i: usize| app_common::db::column_text(row, "orders", i);
+            let n = |i: usize| app_common::db::column_int(row, "orders", i);
             let status = s(2)?;
             let shipping_address = match row.get::<&str>(6) {
                 Some(json) => Some(serde_json::from_str(json).context("orders.shipping_address")?),

@@ -133,16 +133,8 @@ fn uploads(result: &QueryResult) -> Result<Vec<Upload>> {
         .rows
         .iter()
         .map(|row| {
-            let s = |i: usize| {
-                row.get::<&str>(i)
-                    .map(str::to_string)
-                    .ok_or_else(|| anyhow!("uploads column {i} is not text"))
-            };
-            let n = |i: usize| {
-                row.get::<i64>(i)
-                    .map(|n| n as u64)
-                    .ok_or_else(|| anyhow!("uploads column {i} is not an integer"))
-            };
+            let s = |i: usize| app_common::db::column_text(row, "uploads", i);
+            let n = |i: usize| app_common::db::column_int(row, "uploads", i).map(|n| n as u64);
             let media_type = s(3)?;
             Ok(Upload {
                 id: s(0)?,
