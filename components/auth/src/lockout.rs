@@ -4,7 +4,10 @@
 //! password. A successful login clears the count.
 //!
 //! State per pair, key `auth:login-failures:<client>:<sha256(email)>`,
-//! updated with compare-and-swap so parallel failures all count.
+//! updated with compare-and-swap so parallel failures all count. The
+//! failure that starts a count registers the key in the expiry index for
+//! when the count and any lock it leads to are over ([`expires_at`]), so
+//! the sweeper removes pairs that never log in successfully.
 
 use anyhow::Result;
 use app_common::kv::{self, Update};
@@ -75,12 +78,23 @@ pub fn check(client: &str, email: &str) -> Result<Option<u64>> {
     Ok(locked_for(state.as_ref(), app_common::time::now_millis()))
 }
 
+/// When a state whose count started at `window_started_at` means nothing
+/// any more: the window is over and so is any lock set within it.
+pub fn expires_at(state: &FailureState, policy: LockoutPolicy) -> u64 {
+    state.window_started_at + policy.window_millis + policy.lockout_millis
+}
+
 /// Counts a failed login.
 pub fn record_failure(client: &str, email: &str, policy: LockoutPolicy) -> Result<FailureState> {
-    kv::update_atomically(&key(client, email), |state: Option<FailureState>| {
+    let key = key(client, email);
+    let next = kv::update_atomically(&key, |state: Option<FailureState>| {
         let next = after_failure(state, policy, app_common::time::now_millis());
         Ok((Update::Write(next.clone()), next))
-    })
+    })?;
+    if next.failures == 1 {
+        app_common::expiry::schedule(&key, expires_at(&next, policy))?;
+    }
+    Ok(next)
 }
 
 /// Clears the count after a successful login.
@@ -108,6 +122,8 @@ mod tests {
         }
         let locked = after_failure(state, POLICY, 2000);
         assert_eq!(locked.failures, 5);
+        let until = locked.locked_until.unwrap();
+        assert!(expires_at(&locked, POLICY) >= until, "kept while locked");
         assert_eq!(locked_for(Some(&locked), 2000), Some(900_000));
         assert_eq!(locked_for(Some(&locked), 901_999), Some(1));
         assert_eq!(locked_for(Some(&locked), 902_000), None, "lock over");

@@ -6,7 +6,10 @@
 //! A token is `rt_<family id>.<secret>`; the store keeps only its SHA-256.
 //! The family record (`auth:refresh-family:<family id>`) holds the hash of
 //! the one token currently valid and is rotated with compare-and-swap, so
-//! two parallel refreshes with one token cannot both succeed.
+//! two parallel refreshes with one token cannot both succeed. Every family
+//! is in the expiry index until its current token expires (each rotation
+//! moves that time on), so the sweeper removes it afterwards, revoked or
+//! not: an expired family's tokens are refused either way.
 
 use anyhow::Result;
 use app_common::encoding::base64url;
@@ -109,8 +112,9 @@ pub fn start_family(user_id: &str, ttl_secs: u64) -> Result<String> {
         expires_at: app_common::time::now_millis() + ttl_secs * 1000,
         revoked: false,
     };
-    let store = kv::open()?;
-    store.set_json(family_key(&family_id), &family)?;
+    let key = family_key(&family_id);
+    app_common::expiry::schedule(&key, family.expires_at)?;
+    kv::open()?.set_json(key, &family)?;
     Ok(first.token)
 }
 
@@ -121,15 +125,25 @@ pub fn use_token(token: &str, ttl_secs: u64) -> Result<(Outcome, Option<String>)
     };
     let presented = sha256_hex(token.as_bytes());
     let next = new_token(family_id);
+    let mut expires_at = 0;
     let outcome = kv::update_atomically(&family_key(family_id), |family| {
-        Ok(rotate(
+        let (update, outcome) = rotate(
             family,
             &presented,
             &next,
             app_common::time::now_millis(),
             ttl_secs * 1000,
-        ))
+        );
+        if let Update::Write(f) = &update {
+            expires_at = f.expires_at;
+        }
+        Ok((update, outcome))
     })?;
+    if matches!(outcome, Outcome::Rotated { .. }) {
+        // Rotation moved the expiry on; an expired family never rotates, so
+        // the sweeper cannot have taken this one meanwhile.
+        app_common::expiry::schedule(&family_key(family_id), expires_at)?;
+    }
     let next_token = matches!(outcome, Outcome::Rotated { .. }).then_some(next.token);
     Ok((outcome, next_token))
 }

@@ -10,6 +10,11 @@
 //! old record cached for a whole TTL.
 //!
 //! Cache failures never fail a read: a broken cache is a miss.
+//!
+//! Lifetimes: entries are in the expiry index ([`kv::put_expiring`]), so
+//! the sweeper removes those nobody reads again; a generation counter lives
+//! as long as its record, and [`KvCache::forget`] (the record was deleted)
+//! hands it to the sweeper.
 
 use crate::kv;
 use anyhow::{Context as _, Result};
@@ -83,7 +88,21 @@ impl KvCache {
         let new_generation = self.generation(id, 1)?;
         kv::delete(&kv::open()?, &self.entry_key(id, new_generation - 1))
     }
+
+    /// [`KvCache::invalidate`] for a record that was deleted, and its
+    /// generation counter removed by the sweeper once no entry of it can
+    /// be live or still be written by a slow reader ([`FORGET_AFTER_MILLIS`]
+    /// past the TTL; the counter restarting at 0 must not revive an entry).
+    pub fn forget(&self, id: &str) -> Result<()> {
+        self.invalidate(id)?;
+        let at = crate::time::now_millis() + self.ttl_millis + FORGET_AFTER_MILLIS;
+        crate::expiry::schedule(&self.generation_key(id), at)
+    }
 }
+
+/// How long a deleted record's generation counter outlives its TTL: longer
+/// than any request that may still be filling the cache.
+pub const FORGET_AFTER_MILLIS: u64 = 10 * 60 * 1000;
 
 #[cfg(test)]
 mod tests {

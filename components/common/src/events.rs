@@ -330,12 +330,16 @@ fn release(conn: &Connection, rows: &[Outgoing], error: &str) -> Result<()> {
     Ok(())
 }
 
+/// Removes sent rows past retention, oldest first and at most
+/// [`FLUSH_BATCH`] at a time, so no request deletes an unbounded backlog.
 fn prune(conn: &Connection) -> Result<()> {
     let cutoff = crate::time::now_millis().saturating_sub(RETENTION_MILLIS);
     exec(
         conn,
-        "DELETE FROM event_outbox WHERE sent_at IS NOT NULL AND sent_at < ?",
-        &[int(cutoff as i64)],
+        "DELETE FROM event_outbox WHERE seq IN (
+             SELECT seq FROM event_outbox WHERE sent_at IS NOT NULL AND sent_at < ?
+             ORDER BY sent_at LIMIT ?)",
+        &[int(cutoff as i64), int(FLUSH_BATCH)],
     )?;
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! The key-value store every component shares (`default`) and values with
 //! a stored expiry: Spin's key-value API has no TTL, so an expiring value
 //! is kept as `{"expiresAt": <unix ms>, "value": ...}` and treated as absent
-//! (and deleted) once read after that time.
+//! (and deleted) once read after that time; the sweeper of
+//! [`crate::expiry`] deletes it when nobody reads it again.
 //!
 //! Key prefixes keep components apart: `auth:`, `users:`, and the shared
-//! `denylist:`, `ratelimit:`, `metrics:`.
+//! `denylist:`, `ratelimit:`, `metrics:`, `sweep:`.
 
 use anyhow::{Context as _, Result};
 use serde::de::DeserializeOwned;
@@ -39,13 +40,16 @@ impl<T> Expiring<T> {
     }
 }
 
-/// Stores `value` until `expires_at_millis`.
+/// Stores `value` until `expires_at_millis`, registered in the expiry
+/// index first (see [`crate::expiry`]) so the key is removed even if it is
+/// never read again.
 pub fn put_expiring<T: Serialize>(
     store: &Store,
     key: &str,
     value: &T,
     expires_at_millis: u64,
 ) -> Result<()> {
+    crate::expiry::schedule(key, expires_at_millis)?;
     let entry = Expiring {
         expires_at: expires_at_millis,
         value,

@@ -10,6 +10,7 @@
 //! arrival to log line), [`kv`], [`accounts`] (the shared user records in
 //! SQLite), [`db`] (the shared SQLite database, migrations, transactions),
 //! [`events`] (the event envelope and the transactional outbox),
+//! [`expiry`] (the expiry index of key-value keys and the sweeper),
 //! [`password`] (Argon2id, pure but slow), and the Spin halves of the
 //! modules above.
 
@@ -21,6 +22,7 @@ pub mod db;
 pub mod encoding;
 pub mod error;
 pub mod events;
+pub mod expiry;
 pub mod headers;
 pub mod ids;
 pub mod json;

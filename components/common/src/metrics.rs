@@ -20,6 +20,14 @@
 //!
 //! Recording is best-effort: a failure is logged to stderr and never fails
 //! the request.
+//!
+//! The series index: a scrape must not list the whole store, so every key
+//! above is also named in one of [`INDEX_SHARDS`] index keys
+//! (`index:<n>`, a JSON array, shard by FNV-1a of the key), added with
+//! compare-and-swap when a counter is new (its increment returned the
+//! delta) and re-checked, read-only, whenever a count reaches a power of
+//! two (so a registration lost to a crash heals). The index is as bounded
+//! as the series: component × method × route × status × bucket.
 
 use anyhow::{Context as _, Result};
 use spin_sdk::wit::wasi::keyvalue::atomics;
@@ -90,10 +98,86 @@ pub fn request_increments(
     ]
 }
 
+/// Shards of the series index.
+pub const INDEX_SHARDS: u64 = 16;
+
+/// The key of index shard `shard`.
+pub fn index_key(shard: u64) -> String {
+    format!("{PREFIX}index:{shard}")
+}
+
+/// Every index shard key, what a scrape reads first.
+pub fn index_keys() -> Vec<String> {
+    (0..INDEX_SHARDS).map(index_key).collect()
+}
+
+/// The shard naming `key` (FNV-1a: stable across builds and hosts).
+pub fn shard_of(key: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash % INDEX_SHARDS
+}
+
+/// Whether an increment by `delta` that returned `value` should check the
+/// index: the counter is new, or a power-of-two count (rare) re-checks.
+pub fn needs_index_check(delta: i64, value: i64) -> bool {
+    value == delta || (value > 0 && (value as u64).is_power_of_two())
+}
+
+/// `index` with `keys` added (sorted, no duplicates), or `None` when it
+/// names them all already (nothing to write).
+pub fn with_keys(index: Option<Vec<String>>, keys: &[&str]) -> Option<Vec<String>> {
+    let mut index = index.unwrap_or_default();
+    let missing: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| !index.iter().any(|i| i == k))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    index.extend(missing.into_iter().map(str::to_string));
+    index.sort();
+    index.dedup();
+    Some(index)
+}
+
+/// Makes sure the index names `keys` (one read per shard; a write only
+/// for a shard that lacks one).
+pub fn ensure_indexed(keys: &[&str]) -> Result<()> {
+    for shard in 0..INDEX_SHARDS {
+        let mine: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| shard_of(k) == shard)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        crate::kv::update_atomically(&index_key(shard), |index: Option<Vec<String>>| {
+            Ok((
+                with_keys(index, &mine).map_or(crate::kv::Update::Keep, crate::kv::Update::Write),
+                (),
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 fn increment_all(increments: &[(String, i64)]) -> Result<()> {
     let bucket = crate::kv::open_bucket()?;
+    let mut check = false;
     for (key, delta) in increments {
-        atomics::increment(&bucket, key, *delta).with_context(|| format!("increment `{key}`"))?;
+        let value = atomics::increment(&bucket, key, *delta)
+            .with_context(|| format!("increment `{key}`"))?;
+        check |= needs_index_check(*delta, value);
+    }
+    if check {
+        let keys: Vec<&str> = increments.iter().map(|(k, _)| k.as_str()).collect();
+        ensure_indexed(&keys).context("index new series")?;
     }
     Ok(())
 }
@@ -155,6 +239,45 @@ mod tests {
             counter_key("upload_bytes_total", &[("type", "image/png")]),
             r#"metrics:v1:counter:upload_bytes_total{type="image/png"}"#
         );
+    }
+
+    #[test]
+    fn the_index_adds_only_what_it_lacks() {
+        assert_eq!(
+            with_keys(None, &["b", "a"]),
+            Some(vec!["a".into(), "b".into()])
+        );
+        let index = Some(vec!["a".to_string(), "c".to_string()]);
+        assert_eq!(with_keys(index.clone(), &["a", "c"]), None);
+        assert_eq!(
+            with_keys(index, &["b", "a", "b"]),
+            Some(vec!["a".into(), "b".into(), "c".into()])
+        );
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        // FNV-1a of the empty string, modulo the shard count.
+        assert_eq!(shard_of(""), 0xcbf2_9ce4_8422_2325 % INDEX_SHARDS);
+        let keys: Vec<String> = (0..400)
+            .map(|i| format!("{PREFIX}counter:x{{i=\"{i}\"}}"))
+            .collect();
+        let mut used = std::collections::BTreeSet::new();
+        for k in &keys {
+            assert_eq!(shard_of(k), shard_of(k));
+            used.insert(shard_of(k));
+        }
+        assert_eq!(used.len() as u64, INDEX_SHARDS);
+        assert_eq!(index_keys()[3], "metrics:v1:index:3");
+    }
+
+    #[test]
+    fn new_counters_and_power_of_two_counts_check_the_index() {
+        assert!(needs_index_check(1, 1));
+        assert!(needs_index_check(12_300, 12_300), "a new duration sum");
+        assert!(needs_index_check(1, 64));
+        assert!(!needs_index_check(1, 3));
+        assert!(!needs_index_check(12_300, 24_601));
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //!    [`ApiRequest::body_stream`] under a limit of its own;
 //! 6. the component's handler;
 //! 7. error shape, security headers, CORS, `RateLimit-*`, `Cache-Control`;
-//! 8. one structured log line and the request metrics.
+//! 8. one structured log line and the request metrics;
+//! 9. when this component's sweep lease is due, one bounded sweep of
+//!    expired state ([`crate::expiry::maybe_sweep`]; one key-value read
+//!    otherwise).
 
 use crate::config::CommonSettings;
 use crate::correlation;
@@ -490,7 +493,10 @@ where
         }
         Err(e) => Err(ApiError::internal(e.context("load settings"))),
     };
-    finish(component, &head, facts, result, started)
+    let response = finish(component, &head, facts, result, started);
+    // After the metrics, so the sweep is not counted as the request's time.
+    crate::expiry::maybe_sweep(component, &[]);
+    response
 }
 
 async fn process<E, B, F>(

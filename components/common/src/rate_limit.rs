@@ -4,8 +4,10 @@
 //!
 //! Window `n` of a limit is `[n * window, (n + 1) * window)` in Unix
 //! seconds; its counter is `ratelimit:<scope>:<client>:<n>`. The first hit
-//! of a window deletes the previous window's counter, so each client keeps
-//! at most a couple of keys per scope.
+//! of a window (the increment that returns 1) registers the counter in the
+//! expiry index for the window's end ([`crate::expiry`]), so every counter
+//! is removed by the sweeper once its window is over, whether or not the
+//! client comes back; later hits write nothing but the increment.
 
 use crate::error::ApiError;
 use anyhow::{Context as _, Result};
@@ -76,12 +78,23 @@ pub fn counter_key(scope: &str, client: &str, window_index: u64) -> String {
 pub fn hit(scope: &str, client: &str, limit: Limit) -> Result<Decision> {
     let (index, reset_secs) = window_at(limit, crate::time::now_secs());
     let bucket = crate::kv::open_bucket()?;
-    let count = atomics::increment(&bucket, &counter_key(scope, client, index), 1)
+    let key = counter_key(scope, client, index);
+    let count = atomics::increment(&bucket, &key, 1)
         .with_context(|| format!("count a `{scope}` request"))?;
-    if count == 1 && index > 0 {
-        let _ = bucket.delete(&counter_key(scope, client, index - 1));
+    if count == 1 {
+        if let Err(e) = crate::expiry::schedule(&key, window_end_millis(limit, index)) {
+            // An unregistered counter would never be removed: drop it (this
+            // client's count restarts) rather than keep it forever.
+            let _ = bucket.delete(&key);
+            return Err(e.context(format!("register the `{scope}` window for expiry")));
+        }
     }
     Ok(decide(limit, count.max(0) as u64, reset_secs))
+}
+
+/// When window `index` of `limit` ends (Unix ms): its counter's expiry.
+pub fn window_end_millis(limit: Limit, index: u64) -> u64 {
+    (index + 1) * limit.window_secs.max(1) * 1000
 }
 
 /// The more restrictive of two decisions (what the headers should show).
@@ -108,6 +121,7 @@ mod tests {
         assert_eq!(window_at(TEN_PER_HOUR, 7200), (2, 3600));
         assert_eq!(window_at(TEN_PER_HOUR, 7201), (2, 3599));
         assert_eq!(window_at(TEN_PER_HOUR, 10_799), (2, 1));
+        assert_eq!(window_end_millis(TEN_PER_HOUR, 2), 10_800_000);
     }
 
     #[test]

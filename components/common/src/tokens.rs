@@ -207,11 +207,23 @@ pub fn denylist_key(token_id: &str) -> String {
     format!("{DENYLIST_PREFIX}{token_id}")
 }
 
-/// Records `token_id` as revoked until `expires_at` (Unix seconds), after
-/// which the token is dead anyway.
+/// Records `token_id` as revoked until `expires_at` (Unix seconds) plus
+/// the clock skew [`verify`] tolerates, after which the token is refused
+/// anyway. The entry is in the expiry index, so the sweeper removes it then.
 pub fn revoke(token_id: &str, expires_at: u64) -> Result<()> {
     let store = crate::kv::open()?;
-    crate::kv::put_expiring(&store, &denylist_key(token_id), &(), expires_at * 1000)
+    crate::kv::put_expiring(
+        &store,
+        &denylist_key(token_id),
+        &(),
+        denylist_expiry_millis(expires_at),
+    )
+}
+
+/// When a denylist entry for a token expiring at `expires_at` (Unix
+/// seconds) may go: only once no verifier would accept the token.
+pub fn denylist_expiry_millis(expires_at: u64) -> u64 {
+    (expires_at + CLOCK_SKEW_SECS) * 1000
 }
 
 /// Whether `token_id` was revoked (and the entry not yet expired).

@@ -8,22 +8,38 @@ use crate::exposition::decode_counter;
 use anyhow::{Context as _, Result};
 use app_common::metrics::PREFIX;
 
-/// `(key, value)` of every metrics counter in the `default` store.
+/// `(key, value)` of every metrics counter in the `default` store, found
+/// through the series index (`app_common::metrics::index_keys`), never by
+/// listing the store: a scrape reads the index shards, then the keys they
+/// name and the host's dead-letter counter, in `get-many` batches.
 pub fn read_counters() -> Result<Vec<(String, i64)>> {
-    let store = app_common::kv::open()?;
-    let keys: Vec<String> = store
-        .get_keys()
-        .context("list metric keys")?
-        .into_iter()
-        .filter(|k| k.starts_with(PREFIX) || k == crate::DEAD_LETTERS_KEY)
-        .collect();
     let bucket = app_common::kv::open_bucket()?;
-    let values = spin_sdk::wit::wasi::keyvalue::batch::get_many(&bucket, &keys)
-        .map_err(|e| anyhow::anyhow!("read metric values: {e:?}"))?;
-    Ok(values
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, decode_counter(&v?)?)))
-        .collect())
+    let mut keys = vec![crate::DEAD_LETTERS_KEY.to_string()];
+    for (shard, value) in get_many(&bucket, &app_common::metrics::index_keys())? {
+        let Some(bytes) = value else { continue };
+        let listed: Vec<String> = serde_json::from_slice(&bytes)
+            .with_context(|| format!("`{shard}` is not a JSON list of keys"))?;
+        keys.extend(listed.into_iter().filter(|k| k.starts_with(PREFIX)));
+    }
+    let mut counters = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(GET_MANY_BATCH) {
+        counters.extend(
+            get_many(&bucket, chunk)?
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, decode_counter(&v?)?))),
+        );
+    }
+    Ok(counters)
+}
+
+/// Keys per `get-many` call.
+const GET_MANY_BATCH: usize = 500;
+
+type Bucket = spin_sdk::wit::wasi::keyvalue::store::Bucket;
+
+fn get_many(bucket: &Bucket, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+    spin_sdk::wit::wasi::keyvalue::batch::get_many(bucket, keys)
+        .map_err(|e| anyhow::anyhow!("read metric values: {e:?}"))
 }
 
 pub struct Check {

@@ -18,6 +18,10 @@
 //! store and `metrics:dead_letters_total`). Every message is counted in
 //! `business_operations_total{operation="event_processing"}` with outcome
 //! `success`, `duplicate`, `ignored` or `failure`.
+//!
+//! **Retention**: after each message, when its sweep lease is due, the
+//! component removes expired key-value state and claims in
+//! `processed_events` older than `processed_events_retention_seconds`.
 
 mod handling;
 
@@ -48,5 +52,30 @@ fn on_message(message: bytes::Bytes) -> anyhow::Result<()> {
         "duration_ms": (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         "error": error,
     }));
+    sweep();
     result.map(|_| ())
+}
+
+/// How long event ids stay claimed in `processed_events` unless
+/// `processed_events_retention_seconds` says otherwise (7 days): far
+/// beyond any redelivery (broker retries, outbox re-publishes).
+pub const DEFAULT_RETENTION_SECS: u64 = 7 * 24 * 3600;
+
+/// Expired key-value state and old `processed_events` claims, in bounded
+/// steps, when this component's sweep lease is due (see
+/// `app_common::expiry`). Never fails the message.
+fn sweep() {
+    let retention =
+        app_common::config::var_u64("processed_events_retention_seconds", DEFAULT_RETENTION_SECS);
+    let processed = |conn: &spin_sdk::sqlite::Connection, now: u64, limit: i64| {
+        let retention_millis = retention.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))? * 1000;
+        // The table exists once this crate's migrations ran.
+        orders_model::store::connect()?;
+        orders_model::notifications::sweep_processed(
+            conn,
+            now.saturating_sub(retention_millis),
+            limit,
+        )
+    };
+    app_common::expiry::maybe_sweep(COMPONENT, &[&processed]);
 }

@@ -5,11 +5,13 @@
 //! event id in `processed_events` (`INSERT OR IGNORE`) tells whether this
 //! delivery is the first; a redelivery finds the id taken and changes
 //! nothing. `notifications.event_id` is UNIQUE as a second guard.
+//! Claims are kept for a retention period ([`sweep_processed`]).
 
 use anyhow::{anyhow, Result};
 use app_common::db::{exec, int, opt_text, text};
 use serde::Serialize;
 use spin_sdk::sqlite::{Connection, QueryResult};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Claims `event_id` for processing; `false` when it was processed before.
 pub fn claim_event(conn: &Connection, event_id: &str, kind: &str) -> Result<bool> {
@@ -25,6 +27,36 @@ pub fn claim_event(conn: &Connection, event_id: &str, kind: &str) -> Result<bool
         ],
     )?;
     Ok(!result.rows.is_empty())
+}
+
+/// The index retention walks, a schema of its own so the tables' schema
+/// (`store`) stays untouched.
+const RETENTION_SCHEMA: &str = "processed_events_retention";
+const RETENTION_MIGRATIONS: app_common::db::Migrations = &[(
+    1,
+    &["CREATE INDEX IF NOT EXISTS processed_events_processed_at
+        ON processed_events (processed_at)"],
+)];
+static RETENTION_MIGRATED: AtomicBool = AtomicBool::new(false);
+
+/// Removes at most `limit` claims of events processed before
+/// `before_millis` (oldest first); returns how many. Redeliveries come
+/// within minutes (broker retries, outbox re-publishes), and a notification
+/// is unique per event id as well, so old claims can go.
+pub fn sweep_processed(conn: &Connection, before_millis: u64, limit: i64) -> Result<usize> {
+    if !RETENTION_MIGRATED.load(Ordering::Relaxed) {
+        app_common::db::migrate(conn, RETENTION_SCHEMA, RETENTION_MIGRATIONS)?;
+        RETENTION_MIGRATED.store(true, Ordering::Relaxed);
+    }
+    let result = exec(
+        conn,
+        "DELETE FROM processed_events WHERE rowid IN (
+             SELECT rowid FROM processed_events WHERE processed_at < ?
+             ORDER BY processed_at LIMIT ?)
+         RETURNING event_id",
+        &[int(before_millis as i64), int(limit)],
+    )?;
+    Ok(result.rows.len())
 }
 
 /// A stored notification.

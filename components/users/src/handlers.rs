@@ -214,7 +214,7 @@ pub fn delete(
     })?;
     match deleted {
         Ok(()) => {
-            cache.invalidate(id)?;
+            cache.forget(id)?;
             app_common::events::publish_after_commit(&conn, events, &[event]);
             Ok(ApiResponse::no_content())
         }
