@@ -123,11 +123,13 @@ async fn denylist_refresh_families_and_lockouts_expire() {
     let host = app::start(
         Some(&keys()),
         &[
+            // Long enough that nothing expires before it is counted below
+            // (Argon2 makes each login slow), short enough for one test.
             ("access_token_ttl_seconds", "2"),
-            ("refresh_token_ttl_seconds", "2"),
+            ("refresh_token_ttl_seconds", "25"),
             ("login_max_failures", "2"),
-            ("login_failure_window_seconds", "1"),
-            ("login_lockout_seconds", "1"),
+            ("login_failure_window_seconds", "15"),
+            ("login_lockout_seconds", "15"),
             ("sweep_interval_seconds", "1"),
         ],
     );
