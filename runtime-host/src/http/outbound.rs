@@ -50,6 +50,8 @@ pub struct OutboundRules {
     allowed: Vec<AllowedHost>,
 }
 
+/// Spin's list (`outbound-networking-config`): `rediss` has none, so a
+/// `rediss://` entry needs an explicit port or `:*`, as under Spin.
 fn well_known_port(scheme: &str) -> Option<u16> {
     Some(match scheme {
         "http" => 80,
@@ -107,14 +109,16 @@ impl OutboundRules {
                 HostPattern::Subdomain(suffix) => host.ends_with(suffix.as_str()),
                 HostPattern::ToSelf => host == "self" || host == "self.alt",
             };
-            let Some(port) = port.or_else(|| well_known_port(scheme)) else {
-                return matches!(a.port, PortPattern::Any);
+            // As Spin's `PortConfig::allows`: an address without a port uses
+            // its scheme's well-known one; a scheme without one (`rediss`)
+            // matches only an entry whose port is `*`.
+            let port_ok = match &a.port {
+                PortPattern::Any => true,
+                PortPattern::Range(r) => port
+                    .or_else(|| well_known_port(scheme))
+                    .is_some_and(|p| r.contains(&p)),
             };
-            host_ok
-                && match &a.port {
-                    PortPattern::Any => true,
-                    PortPattern::Range(r) => r.contains(&port),
-                }
+            host_ok && port_ok
         })
     }
 
@@ -317,6 +321,38 @@ mod tests {
         assert!(r.allows("http", "users.spin.internal", None));
         assert!(!r.allows("http", "orders.spin.internal", None));
         assert!(r.allows("redis", "10.0.0.1", Some(7000)));
+    }
+
+    #[test]
+    fn portless_addresses_still_check_the_host() {
+        // `rediss` has no well-known port in Spin: `:*` is the way to allow it.
+        let r = rules(&["rediss://cache.example.com:*"]);
+        assert!(r.allows("rediss", "cache.example.com", None));
+        assert!(r.allows("rediss", "cache.example.com", Some(6380)));
+        assert!(!r.allows("rediss", "evil.example.com", None));
+        assert!(!r.allows("rediss", "evil.example.com", Some(6380)));
+        assert!(!r.allows("redis", "cache.example.com", None));
+        // An explicit port allows only addresses naming it.
+        let r = rules(&["rediss://cache.example.com:6379"]);
+        assert!(r.allows("rediss", "cache.example.com", Some(6379)));
+        assert!(!r.allows("rediss", "cache.example.com", None));
+        // Wildcard schemes: a scheme without a default port still needs the host.
+        let r = rules(&["*://api.example.com:*"]);
+        assert!(r.allows("custom", "api.example.com", None));
+        assert!(!r.allows("custom", "other.example.com", None));
+        let r = rules(&["*://*.example.com:*"]);
+        assert!(r.allows("rediss", "a.example.com", None));
+        assert!(!r.allows("rediss", "example.org", None));
+    }
+
+    #[test]
+    fn rediss_entries_need_a_port_as_in_spin() {
+        let e = OutboundRules::parse(&["rediss://cache.example.com".into()], &[], |s| {
+            Ok(s.to_string())
+        })
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("well-known port"), "{e:#}");
+        assert!(rules(&["redis://cache.example.com"]).allows("redis", "cache.example.com", None));
     }
 
     #[test]
