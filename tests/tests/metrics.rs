@@ -99,14 +99,14 @@ async fn the_exposition_is_valid_and_counts_exactly_under_parallel_load() {
     assert_eq!(types["dead_letters"], "counter");
 
     // N requests of known routes and statuses, in parallel.
-    const HEALTH: usize = 300;
+    const READY: usize = 300;
     const UNAUTHENTICATED: usize = 200;
     let client = app_tests::client();
     let mut tasks = Vec::new();
-    for i in 0..HEALTH + UNAUTHENTICATED {
+    for i in 0..READY + UNAUTHENTICATED {
         let client = client.clone();
-        let url = if i < HEALTH {
-            host.url("/health")
+        let url = if i < READY {
+            host.url("/health/ready")
         } else {
             host.url("/api/users/me")
         };
@@ -118,24 +118,27 @@ async fn the_exposition_is_valid_and_counts_exactly_under_parallel_load() {
         }));
     }
     for (i, t) in tasks.into_iter().enumerate() {
-        assert_eq!(t.await.unwrap(), if i < HEALTH { 200 } else { 401 });
+        assert_eq!(t.await.unwrap(), if i < READY { 200 } else { 401 });
+    }
+    // Liveness touches no store, so it is not counted.
+    for _ in 0..5 {
+        assert_eq!(get(host.url("/health")).await.status, 200);
     }
 
     let (_, after, _) = scrape(&host).await;
-    let health = "http_requests_total{component=metrics,method=GET,route=/health,status=200}";
+    let ready = "http_requests_total{component=metrics,method=GET,route=/health/ready,status=200}";
     let me = "http_requests_total{component=users,method=GET,route=/api/users/me,status=401}";
-    assert_eq!(
-        value(&after, health) - value(&before, health),
-        HEALTH as f64
-    );
+    assert_eq!(value(&after, ready) - value(&before, ready), READY as f64);
+    let live = "http_requests_total{component=metrics,method=GET,route=/health,status=200}";
+    assert_eq!(value(&after, live), 0.0, "liveness recorded");
     assert_eq!(
         value(&after, me) - value(&before, me),
         UNAUTHENTICATED as f64
     );
 
     // The histogram saw the same requests; its buckets are cumulative.
-    let count = "http_request_duration_seconds_count{component=metrics,route=/health}";
-    assert_eq!(value(&after, count) - value(&before, count), HEALTH as f64);
+    let count = "http_request_duration_seconds_count{component=metrics,route=/health/ready}";
+    assert_eq!(value(&after, count) - value(&before, count), READY as f64);
     let buckets: Vec<f64> = [
         "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
     ]
@@ -144,7 +147,7 @@ async fn the_exposition_is_valid_and_counts_exactly_under_parallel_load() {
         value(
             &after,
             &format!(
-                "http_request_duration_seconds_bucket{{component=metrics,le={le},route=/health}}"
+                "http_request_duration_seconds_bucket{{component=metrics,le={le},route=/health/ready}}"
             ),
         )
     })

@@ -3,7 +3,8 @@
 //! `{"error": {"code", "message", "details": [...]}, "correlationId"}`.
 //!
 //! Handlers return `Result<ApiResponse, ApiError>`; any `anyhow::Error`
-//! converts into a 500 whose cause is logged, never sent.
+//! converts into a 500 whose cause is logged, never sent, except a
+//! key-value store outage, which is a 503 with `Retry-After`.
 
 use serde::Serialize;
 use serde_json::json;
@@ -137,8 +138,23 @@ impl ApiError {
         ApiError::new(503, "service_unavailable", message)
     }
 
+    /// 503 for a dependency that is down (`dependency` names it, e.g.
+    /// "the key-value store"), with `Retry-After`; the cause is logged.
+    pub fn dependency_unavailable(dependency: &str, cause: anyhow::Error) -> ApiError {
+        let mut e =
+            ApiError::service_unavailable(format!("{dependency} is unavailable; retry shortly"));
+        e.retry_after = Some(DEPENDENCY_RETRY_AFTER_SECS);
+        e.cause = Some(cause);
+        e
+    }
+
     /// 500: the client learns only that it failed and the correlation id.
+    /// A failure caused by the key-value store being down is not a bug
+    /// here: it becomes [`ApiError::dependency_unavailable`] (503).
     pub fn internal(cause: anyhow::Error) -> ApiError {
+        if crate::kv::is_unavailable(&cause) {
+            return ApiError::dependency_unavailable("the key-value store", cause);
+        }
         let mut e = ApiError::new(
             500,
             "internal_error",
@@ -160,6 +176,10 @@ impl ApiError {
         })
     }
 }
+
+/// `Retry-After` of a 503 for a dependency that is down: long enough not
+/// to hammer it, short enough for a restart (Redis is back in seconds).
+pub const DEPENDENCY_RETRY_AFTER_SECS: u64 = 5;
 
 impl From<anyhow::Error> for ApiError {
     fn from(cause: anyhow::Error) -> ApiError {
@@ -188,6 +208,21 @@ mod tests {
         assert_eq!(e.status, 500);
         assert!(!e.body("x").to_string().contains("hunter2"));
         assert!(e.cause.is_some());
+    }
+
+    #[test]
+    fn a_store_outage_is_503_with_retry_after() {
+        let down = anyhow::Error::new(spin_sdk::key_value::Error::Other(
+            "unavailable: Redis did not answer".into(),
+        ))
+        .context("key-value get `auth:x`");
+        let e = ApiError::from(down);
+        assert_eq!((e.status, e.code), (503, "service_unavailable"));
+        assert_eq!(e.retry_after, Some(DEPENDENCY_RETRY_AFTER_SECS));
+        assert!(e.message.contains("key-value store"), "{}", e.message);
+        assert!(!e.body("x").to_string().contains("auth:x"));
+        let denied = anyhow::Error::new(spin_sdk::key_value::Error::AccessDenied);
+        assert_eq!(ApiError::from(denied).status, 500);
     }
 
     #[test]

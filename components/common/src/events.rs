@@ -30,13 +30,17 @@
 //! Consumers must be idempotent by `eventId` (order-events is).
 //! Sent rows are kept for [`RETENTION_MILLIS`] and then pruned.
 //!
-//! What happens after publication depends on the message backend. With
-//! runtime-host's embedded broker a published message is durable: queued
-//! (surviving restarts), retried with backoff, finally dead-lettered. With
-//! real Redis (the Spin Redis trigger is Redis pub/sub) Redis hands a
-//! message only to the subscribers connected at that moment: the outbox
-//! guarantees the event is published, not that a subscriber that is down
-//! at that instant ever sees it.
+//! A row counts as sent only when a subscriber received it: the outbox
+//! publishes with `PUBLISH` through `execute`, whose reply is the number of
+//! receivers (under Spin too; `publish` hides it), and treats 0 like a
+//! failure. Redis pub/sub hands a message only to the subscribers
+//! connected at that moment, so an event published after a Redis restart
+//! but before the Redis trigger has subscribed again is retried, not lost.
+//! What happens after reception depends on the message backend. With
+//! runtime-host's embedded broker a message is durable: queued (surviving
+//! restarts), retried with backoff, finally dead-lettered. With real Redis
+//! the receiving host retries in memory: a host killed while handling a
+//! message loses that delivery.
 
 use crate::db::{self, exec, int, text, Migrations};
 use anyhow::{bail, Context as _, Result};
@@ -296,8 +300,7 @@ fn publish_rows(conn: &Connection, settings: &EventSettings, rows: Vec<Outgoing>
     };
     let mut sent = 0;
     for (i, row) in rows.iter().enumerate() {
-        if let Err(e) = redis.publish(&row.channel, &row.payload.clone().into_bytes()) {
-            let error = format!("publish to channel `{}`: {e}", row.channel);
+        if let Err(error) = publish(&redis, row) {
             release(conn, &rows[i..], &error)?;
             bail!("{error}");
         }
@@ -311,6 +314,34 @@ fn publish_rows(conn: &Connection, settings: &EventSettings, rows: Vec<Outgoing>
     }
     prune(conn)?;
     Ok(sent)
+}
+
+/// `PUBLISH` through `execute`, which (unlike `publish`, under Spin too)
+/// returns how many subscribers received the message: 0 means nobody was
+/// listening (the Redis trigger between a Redis restart and its
+/// resubscription), so the message is gone and the row must stay unsent.
+fn publish(redis: &spin_sdk::redis::Connection, row: &Outgoing) -> Result<(), String> {
+    use spin_sdk::redis::{RedisParameter, RedisResult};
+    let reply = redis
+        .execute(
+            "PUBLISH",
+            &[
+                RedisParameter::Binary(row.channel.clone().into_bytes()),
+                RedisParameter::Binary(row.payload.clone().into_bytes()),
+            ],
+        )
+        .map_err(|e| format!("publish to channel `{}`: {e}", row.channel))?;
+    match reply.first() {
+        Some(RedisResult::Int64(n)) if *n > 0 => Ok(()),
+        Some(RedisResult::Int64(_)) => Err(format!(
+            "no subscriber on channel `{}` received the event (the consumer is not subscribed yet); it stays in the outbox",
+            row.channel
+        )),
+        other => Err(format!(
+            "PUBLISH to channel `{}` answered {other:?}, not a receiver count",
+            row.channel
+        )),
+    }
 }
 
 /// Gives claimed rows back for a later request to retry, after a delay

@@ -119,11 +119,28 @@ where
             Ok(()) => return Ok(result),
             Err(CasError::CasFailed(_)) => continue,
             Err(CasError::StoreError(e)) => {
-                return Err(anyhow::anyhow!("{e:?}")).with_context(|| format!("swap `{key}`"))
+                return Err(anyhow::Error::new(e)).with_context(|| format!("swap `{key}`"))
             }
         }
     }
     anyhow::bail!("`{key}` changed {MAX_CAS_ATTEMPTS} times during one update")
+}
+
+/// Whether `error` is the key-value store failing as a dependency (down,
+/// not answering, full) rather than a bug here: any `other` error of either
+/// key-value interface, wherever it sits in the context chain. runtime-host
+/// starts such messages with `unavailable:`; Spin words them its own way,
+/// so the text is not relied on. `access-denied` and `no-such-store` are
+/// configuration bugs (500).
+pub fn is_unavailable(error: &anyhow::Error) -> bool {
+    use spin_sdk::key_value::Error as SpinError;
+    use spin_sdk::wit::wasi::keyvalue::store::Error as WasiError;
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<SpinError>(),
+            Some(SpinError::Other(_) | SpinError::StoreTableFull)
+        ) || matches!(cause.downcast_ref::<WasiError>(), Some(WasiError::Other(_)))
+    })
 }
 
 pub fn delete(store: &Store, key: &str) -> Result<()> {
@@ -135,6 +152,21 @@ pub fn delete(store: &Store, key: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_outages_are_told_from_bugs() {
+        use spin_sdk::key_value::Error as SpinError;
+        use spin_sdk::wit::wasi::keyvalue::store::Error as WasiError;
+        let down = anyhow::Error::new(SpinError::Other("unavailable: no answer".into()))
+            .context("key-value get `k`");
+        assert!(is_unavailable(&down));
+        let spin_words = anyhow::Error::new(WasiError::Other("connection refused".into()));
+        assert!(is_unavailable(&spin_words.context("count a request")));
+        assert!(!is_unavailable(&anyhow::Error::new(
+            SpinError::AccessDenied
+        )));
+        assert!(!is_unavailable(&anyhow::anyhow!("bad JSON")));
+    }
 
     #[test]
     fn expiry_is_exclusive() {

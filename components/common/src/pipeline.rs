@@ -11,10 +11,19 @@
 //!    [`ApiRequest::body_stream`] under a limit of its own;
 //! 6. the component's handler;
 //! 7. error shape, security headers, CORS, `RateLimit-*`, `Cache-Control`;
-//! 8. one structured log line and the request metrics;
+//! 8. one structured log line and the request metrics (not for a
+//!    [`ApiResponse::liveness`] answer, which touches no store: neither
+//!    here nor in step 9);
 //! 9. when this component's sweep lease is due, one bounded sweep of
 //!    expired state ([`crate::expiry::maybe_sweep`]; one key-value read
 //!    otherwise).
+//!
+//! When the key-value store is down the `/api/*` rate limit cannot count,
+//! and such requests are refused with 503 and `Retry-After` (fail closed:
+//! an uncounted API would let a client guess passwords exactly while the
+//! limiter is blind). Routes outside `/api/` (health, metrics) are not rate
+//! limited. Recording metrics is best-effort and bounded by the host, so a
+//! store outage never fails or holds a request because of it.
 
 use crate::config::CommonSettings;
 use crate::correlation;
@@ -203,6 +212,7 @@ pub struct ApiResponse {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
+    liveness: bool,
 
 impl ApiResponse {
     /// `value` as a JSON body.
@@ -214,6 +224,7 @@ impl ApiResponse {
             headers: Vec::new(),
             body,
         })
+            liveness: false,
     }
 
     /// A non-JSON body with its content type (e.g. the Prometheus text format).
@@ -223,6 +234,7 @@ impl ApiResponse {
             headers: vec![("content-type".into(), content_type.into())],
             body,
         }
+            liveness: false,
     }
 
     pub fn no_content() -> ApiResponse {
@@ -231,9 +243,18 @@ impl ApiResponse {
             headers: Vec::new(),
             body: Vec::new(),
         }
+            liveness: false,
     }
 
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> ApiResponse {
+    /// Marks a liveness answer: no request metrics and no sweep (both live
+    /// in the key-value store), as liveness must answer without any
+    /// dependency.
+    pub fn liveness(mut self) -> ApiResponse {
+        self.liveness = true;
+        self
+    }
+
         self.headers.push((name.to_ascii_lowercase(), value.into()));
         self
     }
@@ -494,8 +515,11 @@ where
         Err(e) => Err(ApiError::internal(e.context("load settings"))),
     };
     let response = finish(component, &head, facts, result, started);
+    let liveness = is_liveness(&result);
     // After the metrics, so the sweep is not counted as the request's time.
-    crate::expiry::maybe_sweep(component, &[]);
+    if !liveness {
+        crate::expiry::maybe_sweep(component, &[]);
+    }
     response
 }
 
@@ -579,6 +603,10 @@ where
 }
 
 /// Reads the body, refusing more than `limit` bytes: by `Content-Length`
+fn is_liveness(result: &Result<ApiResponse, ApiError>) -> bool {
+    matches!(result, Ok(response) if response.liveness)
+}
+
 /// before reading anything, and while streaming for bodies without one.
 async fn read_body(
     incoming: IncomingRequest,
@@ -606,6 +634,7 @@ fn finish(
     let mut error_code = None;
     let mut error_cause = None;
     let (status, mut headers, body) = match result {
+    let record_metrics = !is_liveness(&result);
         Ok(response) => (response.status, response.headers, response.body),
         Err(error) => {
             let mut headers = Vec::new();
@@ -659,13 +688,15 @@ fn finish(
         error_code,
         error: error_cause,
     });
-    crate::metrics::record_request(
-        component,
-        head.method.as_str(),
-        facts.route,
-        status,
-        duration,
-    );
+    if record_metrics {
+        crate::metrics::record_request(
+            component,
+            head.method.as_str(),
+            facts.route,
+            status,
+            duration,
+        );
+    }
     let mut response = Response::builder();
     response.status(status);
     for (name, value) in headers {

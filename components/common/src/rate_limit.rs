@@ -8,6 +8,10 @@
 //! expiry index for the window's end ([`crate::expiry`]), so every counter
 //! is removed by the sweeper once its window is over, whether or not the
 //! client comes back; later hits write nothing but the increment.
+//!
+//! When the store cannot count (down), [`hit`] fails and the request is
+//! refused with 503 and `Retry-After` (fail closed, see
+//! [`crate::pipeline`]), never let through uncounted.
 
 use crate::error::ApiError;
 use anyhow::{Context as _, Result};

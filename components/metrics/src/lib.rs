@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /metrics` | [`metrics`]: every component's counters, format 0.0.4; bearer token if `metrics_token` is set |
 //! | `GET /health` | [`health`]: liveness, no dependencies touched |
-//! | `GET /health/ready` | [`ready`]: key-value store, database and message backend; 503 naming what is down |
+//! | `GET /health/ready` | [`ready`]: key-value store, database and message backend (answering, and the events channel subscribed); 503 naming what is down |
 
 pub mod exposition;
 mod readiness;
@@ -85,8 +85,10 @@ fn tokens_match(given: &[u8], expected: &[u8]) -> bool {
 /// Where runtime-host counts dead letters (in the `default` store).
 pub const DEAD_LETTERS_KEY: &str = "metrics:dead_letters_total";
 
+/// Liveness: the process answers. Touches no dependency, not even to
+/// count itself in the metrics (see `ApiResponse::liveness`).
 fn health() -> Result<ApiResponse, ApiError> {
-    ApiResponse::json(200, &serde_json::json!({ "status": "ok" }))
+    Ok(ApiResponse::json(200, &serde_json::json!({ "status": "ok" }))?.liveness())
 }
 
 fn ready() -> Result<ApiResponse, ApiError> {

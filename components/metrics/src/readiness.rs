@@ -38,8 +38,7 @@ const GET_MANY_BATCH: usize = 500;
 type Bucket = spin_sdk::wit::wasi::keyvalue::store::Bucket;
 
 fn get_many(bucket: &Bucket, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>> {
-    spin_sdk::wit::wasi::keyvalue::batch::get_many(bucket, keys)
-        .map_err(|e| anyhow::anyhow!("read metric values: {e:?}"))
+    spin_sdk::wit::wasi::keyvalue::batch::get_many(bucket, keys).context("read metric values")
 }
 
 pub struct Check {
@@ -72,12 +71,44 @@ fn check_sqlite() -> Result<()> {
     Ok(())
 }
 
+/// The message backend answers, and the events channel has a subscriber.
+/// Redis pub/sub hands a message only to the subscribers connected at that
+/// instant, so after a Redis restart the app is not ready until the Redis
+/// trigger has subscribed again. `PUBSUB NUMSUB` is a plain Redis command:
+/// under Spin it counts Spin's trigger, under runtime-host's embedded
+/// broker the subscribing components.
 fn check_messages() -> Result<()> {
+    use spin_sdk::redis::{RedisParameter, RedisResult};
     let address = app_common::config::var("redis_address")?
         .context("the `redis_address` variable is not set")?;
+    let channel = app_common::config::var("events_channel")?
+        .unwrap_or_else(|| app_common::events::DEFAULT_CHANNEL.into());
     let conn = spin_sdk::redis::Connection::open(&address)
         .map_err(|e| anyhow::anyhow!("connect to {address}: {e:?}"))?;
     conn.execute("PING", &[])
         .map_err(|e| anyhow::anyhow!("PING {address}: {e:?}"))?;
+    let reply = conn
+        .execute(
+            "PUBSUB",
+            &[
+                RedisParameter::Binary(b"NUMSUB".to_vec()),
+                RedisParameter::Binary(channel.clone().into_bytes()),
+            ],
+        )
+        .map_err(|e| anyhow::anyhow!("PUBSUB NUMSUB {channel}: {e:?}"))?;
+    // The reply is the channel, then its count.
+    let subscribers = reply
+        .iter()
+        .rev()
+        .find_map(|r| match r {
+            RedisResult::Int64(n) => Some(*n),
+            _ => None,
+        })
+        .context("PUBSUB NUMSUB gave no count")?;
+    if subscribers < 1 {
+        anyhow::bail!(
+            "no subscriber on channel `{channel}` yet (the Redis trigger is reconnecting); events published now would reach nobody"
+        );
+    }
     Ok(())
 }

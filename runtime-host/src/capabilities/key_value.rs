@@ -19,6 +19,7 @@
 //! WAL mode under the state dir, same table layout as Spin's
 //! `sqlite_key_value.db`) and Redis (selected by runtime config).
 
+use super::redis_client::{self, bounded};
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -337,12 +338,15 @@ pub struct RedisKeyValue {
 }
 
 impl RedisKeyValue {
+///
+/// Every operation is bounded in time ([`redis_client`]): while Redis is
+/// down, operations fail within [`redis_client::CALL_TIMEOUT`] with
+/// `other("unavailable: ...")`, and work again once it is back.
     pub async fn connect(url: &str) -> Result<RedisKeyValue> {
-        let client =
-            redis::Client::open(url).with_context(|| format!("invalid Redis URL `{url}`"))?;
-        let manager = redis::aio::ConnectionManager::new(client)
-            .await
-            .with_context(|| format!("cannot connect to Redis at {url}"))?;
+        redis::Client::open(url).with_context(|| format!("invalid Redis URL `{url}`"))?;
+        let manager = redis_client::connect(url).await.map_err(|e| {
+            anyhow::anyhow!("cannot connect to Redis: {}", redis_client::describe(&e))
+        })?;
         Ok(RedisKeyValue { manager })
     }
 }
@@ -352,29 +356,44 @@ local current = redis.call('GET', KEYS[1])
 local matches
 if ARGV[1] == '1' then matches = (current == ARGV[2]) else matches = (current == false) end
 if matches then redis.call('SET', KEYS[1], ARGV[3]) return 1 end
+/// A Redis failure as a store error (outages recognisable by their prefix).
+fn redis_other(e: redis::RedisError) -> KvError {
+    KvError::Other(redis_client::describe(&e))
+}
+
 return 0";
 
 #[async_trait]
 impl KeyValueStore for RedisKeyValue {
     async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
         use redis::AsyncCommands;
-        self.manager.clone().get(key).await.map_err(other)
+        bounded(self.manager.clone().get(key))
+            .await
+            .map_err(redis_other)
     }
     async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
         use redis::AsyncCommands;
-        self.manager.clone().set(key, value).await.map_err(other)
+        bounded(self.manager.clone().set(key, value))
+            .await
+            .map_err(redis_other)
     }
     async fn delete(&self, key: &str) -> KvResult<()> {
         use redis::AsyncCommands;
-        self.manager.clone().del::<_, ()>(key).await.map_err(other)
+        bounded(self.manager.clone().del::<_, ()>(key))
+            .await
+            .map_err(redis_other)
     }
     async fn exists(&self, key: &str) -> KvResult<bool> {
         use redis::AsyncCommands;
-        self.manager.clone().exists(key).await.map_err(other)
+        bounded(self.manager.clone().exists(key))
+            .await
+            .map_err(redis_other)
     }
     async fn get_keys(&self) -> KvResult<Vec<String>> {
         use redis::AsyncCommands;
-        let mut keys: Vec<String> = self.manager.clone().keys("*").await.map_err(other)?;
+        let mut keys: Vec<String> = bounded(self.manager.clone().keys("*"))
+            .await
+            .map_err(redis_other)?;
         keys.sort();
         Ok(keys)
     }
@@ -392,20 +411,24 @@ impl KeyValueStore for RedisKeyValue {
         for (k, v) in &entries {
             pipe.set(k, v.as_slice()).ignore();
         }
-        pipe.query_async::<()>(&mut self.manager.clone())
+        bounded(pipe.query_async::<()>(&mut self.manager.clone()))
             .await
-            .map_err(other)
+            .map_err(redis_other)
     }
     async fn delete_many(&self, keys: Vec<String>) -> KvResult<()> {
         use redis::AsyncCommands;
         if keys.is_empty() {
             return Ok(());
         }
-        self.manager.clone().del::<_, ()>(keys).await.map_err(other)
+        bounded(self.manager.clone().del::<_, ()>(keys))
+            .await
+            .map_err(redis_other)
     }
     async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
         use redis::AsyncCommands;
-        self.manager.clone().incr(key, delta).await.map_err(other)
+        bounded(self.manager.clone().incr(key, delta))
+            .await
+            .map_err(redis_other)
     }
     async fn compare_and_swap(
         &self,
@@ -413,14 +436,15 @@ impl KeyValueStore for RedisKeyValue {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> KvResult<bool> {
-        let swapped: i64 = redis::Script::new(CAS_SCRIPT)
-            .key(key)
+        let script = redis::Script::new(CAS_SCRIPT);
+        let mut invocation = script.key(key);
+        invocation
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or_default())
-            .arg(new)
-            .invoke_async(&mut self.manager.clone())
+            .arg(new);
+        let swapped: i64 = bounded(invocation.invoke_async(&mut self.manager.clone()))
             .await
-            .map_err(other)?;
+            .map_err(redis_other)?;
         Ok(swapped == 1)
     }
 }

@@ -12,6 +12,7 @@ pub mod key_value;
 pub mod p2;
 pub mod p3;
 pub mod redis;
+pub mod redis_client;
 pub mod sqlite;
 
 use crate::state::HostState;

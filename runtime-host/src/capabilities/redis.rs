@@ -8,6 +8,10 @@
 //! - [`RealRedis`]: a connection manager per address (it reconnects after the
 //!   server restarts); chosen when the host runs in Redis messaging mode.
 //!
+//! Every call to a real Redis server is bounded in time
+//! ([`super::redis_client`]): a stopped Redis fails the guest's call
+//! promptly with an error starting with `unavailable:`.
+//!
 //! Either way, a component may only open addresses its
 //! `allowed_outbound_hosts` allows (`redis://host:port`), as in Spin.
 
@@ -18,6 +22,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+use super::redis_client::{bounded, connect, describe};
 
 #[derive(Debug, Clone)]
 pub enum RedisError {
@@ -153,6 +159,14 @@ impl EmbeddedRedis {
         Ok(next)
     }
 
+    /// Queues the message; how many components subscribe to `channel` (what
+    /// Redis `PUBLISH` answers).
+    fn publish_counted(&self, channel: &str, payload: &[u8]) -> RResult<usize> {
+        self.broker
+            .publish(channel, payload)
+            .map_err(|e| RedisError::Other(format!("{e:#}")))
+    }
+
     fn get_sync(&self, key: &str) -> RResult<Option<Vec<u8>>> {
         self.with(|c| {
             c.prepare_cached("SELECT value FROM strings WHERE key = ?1")?
@@ -172,9 +186,7 @@ fn text(p: &Param) -> String {
 #[async_trait]
 impl RedisConnection for EmbeddedRedis {
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> RResult<()> {
-        self.broker
-            .publish(channel, &payload)
-            .map_err(|e| RedisError::Other(format!("{e:#}")))
+        self.publish_counted(channel, &payload).map(drop)
     }
 
     async fn get(&self, key: &str) -> RResult<Option<Vec<u8>>> {
@@ -246,8 +258,11 @@ impl RedisConnection for EmbeddedRedis {
         })
     }
 
-    /// The commands the typed functions cover, plus INCRBY and EXISTS;
-    /// anything else is an error naming the command.
+    /// The commands the typed functions cover, plus INCRBY, EXISTS and
+    /// `PUBSUB NUMSUB`; anything else is an error naming the command.
+    /// `PUBLISH` and `PUBSUB NUMSUB` count subscribing components, as Redis
+    /// counts subscribed clients (the embedded broker's subscriptions are
+    /// live whenever the host runs).
     async fn execute(&self, command: &str, args: Vec<Param>) -> RResult<Vec<Reply>> {
         let arg = |i: usize| args.get(i).map(text).ok_or(RedisError::TypeError);
         let reply = match command.to_ascii_uppercase().as_str() {
@@ -284,12 +299,18 @@ impl RedisConnection for EmbeddedRedis {
                     Some(p) => text(p).into_bytes(),
                     None => return Err(RedisError::TypeError),
                 };
-                self.publish(&arg(0)?, payload).await?;
-                Reply::Int64(1)
+                Reply::Int64(self.publish_counted(&arg(0)?, &payload)? as i64)
+            }
+            "PUBSUB" if arg(0)?.eq_ignore_ascii_case("NUMSUB") => {
+                let counts = args[1..].iter().map(text).flat_map(|channel| {
+                    let n = self.broker.subscriber_count(&channel) as i64;
+                    [Reply::Binary(channel.into_bytes()), Reply::Int64(n)]
+                });
+                return Ok(counts.collect());
             }
             other => {
                 return Err(RedisError::Other(format!(
-                    "`{other}` is not supported by the embedded Redis store (PING, GET, SET, INCR, INCRBY, DEL, EXISTS, PUBLISH are); run with real Redis for other commands"
+                    "`{other}` is not supported by the embedded Redis store (PING, GET, SET, INCR, INCRBY, DEL, EXISTS, PUBLISH, PUBSUB NUMSUB are); run with real Redis for other commands"
                 )))
             }
         };
@@ -313,10 +334,10 @@ impl RealRedisPool {
         if let Some(c) = conns.get(address) {
             return Ok(c.clone());
         }
-        let client = redis::Client::open(address).map_err(|_| RedisError::InvalidAddress)?;
-        let manager = redis::aio::ConnectionManager::new(client)
+        redis::Client::open(address).map_err(|_| RedisError::InvalidAddress)?;
+        let manager = connect(address)
             .await
-            .map_err(|e| RedisError::Other(format!("cannot connect to {address}: {e}")))?;
+            .map_err(|e| RedisError::Other(format!("cannot connect: {}", describe(&e))))?;
         let c = Arc::new(RealRedis { manager });
         conns.insert(address.to_string(), c.clone());
         Ok(c)
@@ -331,7 +352,7 @@ fn other(e: redis::RedisError) -> RedisError {
     if e.kind() == redis::ErrorKind::UnexpectedReturnType {
         RedisError::TypeError
     } else {
-        RedisError::Other(e.to_string())
+        RedisError::Other(describe(&e))
     }
 }
 
@@ -339,38 +360,38 @@ fn other(e: redis::RedisError) -> RedisError {
 impl RedisConnection for RealRedis {
     async fn publish(&self, channel: &str, payload: Vec<u8>) -> RResult<()> {
         let mut c = self.manager.clone();
-        c.publish::<_, _, i64>(channel, payload)
+        bounded(c.publish::<_, _, i64>(channel, payload))
             .await
             .map(drop)
             .map_err(other)
     }
     async fn get(&self, key: &str) -> RResult<Option<Vec<u8>>> {
         let mut c = self.manager.clone();
-        c.get(key).await.map_err(other)
+        bounded(c.get(key)).await.map_err(other)
     }
     async fn set(&self, key: &str, value: Vec<u8>) -> RResult<()> {
         let mut c = self.manager.clone();
-        c.set::<_, _, ()>(key, value).await.map_err(other)
+        bounded(c.set::<_, _, ()>(key, value)).await.map_err(other)
     }
     async fn incr(&self, key: &str) -> RResult<i64> {
         let mut c = self.manager.clone();
-        c.incr(key, 1).await.map_err(other)
+        bounded(c.incr(key, 1)).await.map_err(other)
     }
     async fn del(&self, keys: Vec<String>) -> RResult<u32> {
         let mut c = self.manager.clone();
-        c.del(keys).await.map_err(other)
+        bounded(c.del(keys)).await.map_err(other)
     }
     async fn sadd(&self, key: &str, values: Vec<String>) -> RResult<u32> {
         let mut c = self.manager.clone();
-        c.sadd(key, values).await.map_err(other)
+        bounded(c.sadd(key, values)).await.map_err(other)
     }
     async fn smembers(&self, key: &str) -> RResult<Vec<String>> {
         let mut c = self.manager.clone();
-        c.smembers(key).await.map_err(other)
+        bounded(c.smembers(key)).await.map_err(other)
     }
     async fn srem(&self, key: &str, values: Vec<String>) -> RResult<u32> {
         let mut c = self.manager.clone();
-        c.srem(key, values).await.map_err(other)
+        bounded(c.srem(key, values)).await.map_err(other)
     }
     async fn execute(&self, command: &str, args: Vec<Param>) -> RResult<Vec<Reply>> {
         let mut cmd = redis::cmd(command);
@@ -381,7 +402,7 @@ impl RedisConnection for RealRedis {
             };
         }
         let mut c = self.manager.clone();
-        let value: redis::Value = cmd.query_async(&mut c).await.map_err(other)?;
+        let value: redis::Value = bounded(cmd.query_async(&mut c)).await.map_err(other)?;
         Ok(flatten(value))
     }
 }

@@ -119,11 +119,17 @@ impl Broker {
             .map_err(|_| anyhow::anyhow!("message queue lock poisoned"))
     }
 
-    /// Queues `payload` for every component subscribed to `channel`. A
-    /// channel nobody subscribes to drops the message, as Redis pub/sub does.
-    pub fn publish(&self, channel: &str, payload: &[u8]) -> Result<()> {
+    /// How many components subscribe to `channel`.
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.subscribers.get(channel).map_or(0, Vec::len)
+    }
+
+    /// Queues `payload` for every component subscribed to `channel` and
+    /// returns how many that is (what Redis `PUBLISH` answers). A channel
+    /// nobody subscribes to drops the message, as Redis pub/sub does.
+    pub fn publish(&self, channel: &str, payload: &[u8]) -> Result<usize> {
         let Some(components) = self.subscribers.get(channel) else {
-            return Ok(());
+            return Ok(0);
         };
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
@@ -139,7 +145,7 @@ impl Broker {
         tx.commit()?;
         drop(conn);
         self.notify.notify_one();
-        Ok(())
+        Ok(components.len())
     }
 
     /// Up to `limit` deliveries that are due and not already in flight.

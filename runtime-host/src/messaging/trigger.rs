@@ -112,8 +112,16 @@ pub struct RedisTrigger {
     pub subscriptions: BTreeMap<String, BTreeMap<String, Vec<String>>>,
 }
 
-/// How many messages are handled at once.
+/// How many messages are handled at once, per backend. In Redis mode a
+/// message that finds every slot busy waits for one (the subscription is
+/// not read meanwhile: backpressure, never an unbounded pile of handlers).
 const CONCURRENCY: usize = 16;
+
+/// First and longest wait between attempts to (re)subscribe to Redis. Kept
+/// short: while the trigger is not subscribed, messages published to its
+/// channels reach nobody (readiness reports it; the app's outbox retries).
+const RESUBSCRIBE_FIRST_DELAY: Duration = Duration::from_millis(100);
+const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// Delivers queued messages from the embedded broker until the host stops.
 pub async fn run_embedded(trigger: Arc<RedisTrigger>, broker: Arc<Broker>) {
@@ -201,12 +209,14 @@ async fn count_dead_letter(handler: &MessageHandler) {
 /// Subscribes to real Redis and handles messages until the host stops,
 /// reconnecting (with backoff) whenever the connection drops.
 pub async fn run_redis(trigger: Arc<RedisTrigger>, broker: Arc<Broker>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut tasks = Vec::new();
     for (address, channels) in trigger.subscriptions.clone() {
         let trigger = trigger.clone();
         let broker = broker.clone();
+        let slots = slots.clone();
         tasks.push(tokio::spawn(async move {
-            subscribe_forever(&trigger, &broker, &address, &channels).await
+            subscribe_forever(&trigger, &broker, &slots, &address, &channels).await
         }));
     }
     for t in tasks {
@@ -217,48 +227,56 @@ pub async fn run_redis(trigger: Arc<RedisTrigger>, broker: Arc<Broker>) {
 async fn subscribe_forever(
     trigger: &Arc<RedisTrigger>,
     broker: &Arc<Broker>,
+    slots: &Arc<tokio::sync::Semaphore>,
     address: &str,
     channels: &BTreeMap<String, Vec<String>>,
 ) {
+    use crate::capabilities::redis_client::{bounded, describe, redacted};
     use futures::StreamExt;
-    let mut backoff = Duration::from_millis(100);
+    let shown = redacted(address);
+    let mut backoff = RESUBSCRIBE_FIRST_DELAY;
     loop {
-        let connected = async {
+        let connected = bounded(async {
             let client = redis::Client::open(address)?;
             let mut pubsub = client.get_async_pubsub().await?;
             for ch in channels.keys() {
                 pubsub.subscribe(ch).await?;
             }
             Ok::<_, redis::RedisError>(pubsub)
-        }
+        })
         .await;
         let pubsub = match connected {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(%address, "cannot subscribe to Redis ({e}); retrying in {backoff:?}");
+                tracing::warn!(address = %shown, "cannot subscribe to Redis ({}); retrying in {backoff:?}", describe(&e));
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(RESUBSCRIBE_MAX_DELAY);
                 continue;
             }
         };
-        tracing::info!(%address, "subscribed to {} Redis channel(s)", channels.len());
-        backoff = Duration::from_millis(100);
+        tracing::info!(address = %shown, "subscribed to {} Redis channel(s)", channels.len());
+        backoff = RESUBSCRIBE_FIRST_DELAY;
         let mut messages = pubsub.into_on_message();
         while let Some(msg) = messages.next().await {
             let channel = msg.get_channel_name().to_string();
             let payload = msg.get_payload_bytes().to_vec();
             for component in channels.get(&channel).into_iter().flatten() {
+                // Waits for a free slot before reading on (see CONCURRENCY).
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let trigger = trigger.clone();
                 let broker = broker.clone();
                 let component = component.clone();
                 let channel = channel.clone();
                 let payload = payload.clone();
                 tokio::spawn(async move {
-                    handle_with_retries(&trigger, &broker, &channel, &component, payload).await
+                    handle_with_retries(&trigger, &broker, &channel, &component, payload).await;
+                    drop(permit);
                 });
             }
         }
-        tracing::warn!(%address, "Redis subscription ended; reconnecting");
+        tracing::warn!(address = %shown, "Redis subscription ended; reconnecting");
     }
 }
 

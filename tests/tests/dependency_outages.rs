@@ -1,0 +1,247 @@
+//! The app when Redis fails, black-box with real redis-server processes:
+//! a stopped key-value store is a prompt 503 with `Retry-After` naming it
+//! (liveness stays 200), and after a Redis restart readiness waits for the
+//! Redis trigger's subscription and no acknowledged event is lost.
+
+mod orders_support;
+
+use app_tests::app::{self, register, register_ok, PASSWORD};
+use app_tests::{eventually, free_port, Host, RedisServer, Reply, TempDir};
+use orders_support::*;
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Only a hang detector: every answer must arrive well within it.
+const HANG: Duration = Duration::from_secs(10);
+
+async fn bounded(what: &str, reply: impl Future<Output = Reply>) -> Reply {
+    tokio::time::timeout(HANG, reply)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {HANG:?}"))
+}
+
+fn assert_store_unavailable(r: &Reply) {
+    app::assert_error(r, 503, "service_unavailable");
+    let retry_after: u64 = r
+        .header("retry-after")
+        .expect("Retry-After on a 503")
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!(retry_after >= 1, "{retry_after}");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("key-value store"), "{message}");
+}
+
+#[tokio::test]
+async fn a_stopped_key_value_store_is_a_prompt_503_and_liveness_stays_up() {
+    let mut redis = RedisServer::start();
+    let dir = TempDir::new("kv-outage");
+    let rc = dir.path().join("runtime-config.toml");
+    std::fs::write(
+        &rc,
+        format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let host = app::start_with_args(
+        Some(&keys()),
+        &[("redis_address", &redis.url())],
+        &["--runtime-config-file", rc.to_str().unwrap()],
+    );
+    let (_, ada) = register_ok(&host, "Ada", "ada@example.com").await;
+
+    redis.stop();
+    let r = bounded("GET /health", app_tests::get(host.url("/health"))).await;
+    assert_eq!(r.status, 200, "liveness touches no store: {}", r.text());
+    let r = bounded(
+        "register",
+        register(&host, "Bob", "bob@example.com", PASSWORD),
+    )
+    .await;
+    assert_store_unavailable(&r);
+    let r = bounded(
+        "GET /api/users/me",
+        app::authed(&host, "GET", "/api/users/me", &ada),
+    )
+    .await;
+    assert_store_unavailable(&r);
+    let r = bounded("GET /health", app_tests::get(host.url("/health"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Back on the same port: the routes work again.
+    redis.restart();
+    let mut attempt = 0;
+    assert!(
+        eventually(DELIVERY, || {
+            // A new address each time: an attempt cut short must not make
+            // the next one a conflict.
+            attempt += 1;
+            let email = format!("carol{attempt}@example.com");
+            let host = &host;
+            async move {
+                let r = bounded("register", register(host, "Carol", &email, PASSWORD)).await;
+                r.status == 201
+            }
+        })
+        .await,
+        "registration did not recover after Redis came back:\n{}",
+        host.stderr()
+    );
+    let r = app::authed(&host, "GET", "/api/users/me", &ada).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// A redis-server whose configuration can change between runs on one port
+/// (the harness's [`RedisServer`] always starts the same way).
+struct ConfiguredRedis {
+    port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl ConfiguredRedis {
+    fn start(extra_config: &str) -> ConfiguredRedis {
+        let mut r = ConfiguredRedis {
+            port: free_port(),
+            dir: TempDir::new("redis-acl"),
+            child: None,
+        };
+        r.spawn(extra_config);
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self, extra_config: &str) {
+        let conf = self.dir.path().join("redis.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\n{extra_config}\n",
+                self.port,
+                self.dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn restart(&mut self, extra_config: &str) {
+        self.stop();
+        self.spawn(extra_config);
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli (installed with redis-server)");
+        assert!(out.status.success(), "{:?}", out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ConfiguredRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn ready(host: &Host) -> Reply {
+    bounded(
+        "GET /health/ready",
+        app_tests::get(host.url("/health/ready")),
+    )
+    .await
+}
+
+/// Redis comes back refusing SUBSCRIBE (an ACL), which holds the Redis
+/// trigger in the state every restart passes through: Redis answers, the
+/// subscription is not live yet. Readiness must say so, and an order
+/// created meanwhile must still reach its owner once the trigger is back.
+#[tokio::test]
+async fn after_a_redis_restart_ready_waits_for_the_subscription_and_no_event_is_lost() {
+    let mut redis = ConfiguredRedis::start("");
+    let host = start_with(
+        &app::manifest_with_probe(),
+        &[("redis_address", &redis.url())],
+        &["--message-backend", "redis"],
+    );
+    assert!(
+        eventually(DELIVERY, || async { ready(&host).await.status == 200 }).await,
+        "never ready: {}",
+        ready(&host).await.text()
+    );
+    let (_, ada) = register_ok(&host, "Ada", "ada@example.com").await;
+    create_ok(&host, &ada).await;
+    wait_for_notifications(&host, &ada, 1).await;
+
+    redis.restart("user default on nopass ~* &* +@all -subscribe -psubscribe");
+    let unsubscribed = |r: &Reply| {
+        r.status == 503
+            && r.json()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("message backend"))
+            && r.text().contains("no subscriber")
+    };
+    assert!(
+        eventually(DELIVERY, || async { unsubscribed(&ready(&host).await) }).await,
+        "readiness does not report the missing subscription: {}",
+        ready(&host).await.text()
+    );
+
+    // Acknowledged while nobody listens: it must not count as delivered.
+    let order = create_ok(&host, &ada).await;
+    let id = order["id"].as_str().unwrap().to_string();
+    let rows = sql(
+        &host,
+        &format!(
+            "SELECT sent_at FROM event_outbox WHERE type = 'order.created' AND payload LIKE '%{id}%'"
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows[0][0],
+        serde_json::Value::Null,
+        "published to nobody but marked sent"
+    );
+    assert!(
+        unsubscribed(&ready(&host).await),
+        "{}",
+        ready(&host).await.text()
+    );
+
+    redis.cli(&["ACL", "SETUSER", "default", "+subscribe", "+psubscribe"]);
+    assert!(
+        eventually(DELIVERY, || async { ready(&host).await.status == 200 }).await,
+        "not ready after the trigger could subscribe: {}\n{}",
+        ready(&host).await.text(),
+        host.stderr()
+    );
+    let got = wait_for_notifications(&host, &ada, 2).await;
+    assert_eq!(got[0]["orderId"], id.as_str(), "{got:?}");
+}
