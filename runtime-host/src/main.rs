@@ -3,6 +3,9 @@
 
 mod capabilities;
 mod engine;
+mod faults;
+#[cfg(test)]
+mod fuzz_tests;
 mod http;
 mod manifest;
 mod messaging;

@@ -223,8 +223,11 @@ struct RawRedisTrigger {
 }
 
 /// 1-based line number of a byte offset in `text`.
+/// Any offset is accepted: one past the end, or inside a character, still
+/// names a line instead of panicking.
 pub fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    before.iter().filter(|b| **b == b'\n').count() + 1
 }
 
 impl App {

@@ -56,7 +56,13 @@ impl RuntimeConfig {
     pub fn load(path: &Path) -> Result<RuntimeConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read runtime config {}", path.display()))?;
-        let raw: RawConfig = toml::from_str(&text)
+        Self::parse(&text, path)
+    }
+
+    /// Reads a runtime config's text; `path` names it in errors and
+    /// anchors its relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<RuntimeConfig> {
+        let raw: RawConfig = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("{}: invalid runtime config: {e}", path.display()))?;
         Ok(RuntimeConfig {
             file: path.to_path_buf(),

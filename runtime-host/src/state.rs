@@ -35,6 +35,8 @@ pub struct AppContext {
     pub databases: Databases,
     pub redis: crate::capabilities::redis::RedisProvider,
     pub limits: InstanceLimits,
+    /// Faults to inject into capability calls (`--faults`); empty by default.
+    pub faults: Arc<crate::faults::Faults>,
     /// Dispatches `*.spin.internal` requests; set once the HTTP trigger exists.
     pub chaining: std::sync::OnceLock<Arc<crate::http::trigger::HttpTrigger>>,
     /// Where the listener is bound, for requests a component makes to its own app.

@@ -5,12 +5,13 @@
 //! HTTP trigger → listener. Anything that can be wrong is found before the
 //! listener opens, and reported with the file, line or name involved.
 
-use crate::capabilities::key_value::{self, KeyValueStores, SqliteKeyValue};
+use crate::capabilities::key_value::{self, FaultyStore, KeyValueStores, SqliteKeyValue};
 use crate::capabilities::redis::{EmbeddedRedis, RedisProvider};
 use crate::capabilities::sqlite::{self, Database, Databases};
 use crate::engine::{self, EngineOptions, EpochTicker};
 use crate::http::outbound::OutboundRules;
 use crate::http::router::{RouteDecl, Router};
+use crate::faults::Faults;
 use crate::http::server;
 use crate::http::trigger::{HttpTrigger, PreparedComponent, TriggerOptions};
 use crate::manifest::{App, RouteSpec};
@@ -57,6 +58,19 @@ pub struct UpCommand {
     /// Requests served at once across the host; more get 503.
     #[arg(long, default_value = "1000")]
     max_concurrent_requests: usize,
+    /// Make a share of a capability's calls fail or slow down, e.g.
+    /// `key-value=0.05,sqlite=busy:1%,outbound-http=latency:200ms`
+    /// (see docs/faults.md).
+    #[arg(long, value_name = "SPEC", value_parser = parse_faults)]
+    faults: Option<Faults>,
+    /// Client connections open at once (lowered to fit the process's file
+    /// descriptor limit); more are answered 503 and closed.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Longest a client may take to send a request's headers; also how long
+    /// an idle keep-alive connection is kept waiting for its next request.
+    #[arg(long, default_value = "10", value_name = "SECONDS")]
+    header_read_timeout: u64,
     /// Give every request a fresh instance (WASIp3 components too).
     #[arg(long, conflicts_with = "reuse_p2_instances")]
     fresh_instances: bool,
@@ -80,6 +94,10 @@ pub struct UpCommand {
     /// Delay before the first retry of a failed message (doubles each time, up to 30 s).
     #[arg(long, default_value = "200", value_name = "MS")]
     message_retry_delay: u64,
+}
+
+fn parse_faults(s: &str) -> Result<Faults, String> {
+    Faults::parse(s).map_err(|e| format!("{e:#}"))
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -125,7 +143,12 @@ impl UpCommand {
             Some(p) => crate::runtime_config::RuntimeConfig::load(p)?,
             None => Default::default(),
         };
-        let (key_value, databases) = open_stores(&app, &state_dir, &runtime_config).await?;
+        let faults = Arc::new(self.faults.clone().unwrap_or_default());
+        if !faults.is_empty() {
+            eprintln!("Fault injection is ON: {}", faults.describe());
+        }
+        let (key_value, databases) =
+            open_stores(&app, &state_dir, &runtime_config, &faults).await?;
         let backend = self
             .message_backend
             .unwrap_or(if runtime_config.uses_redis() {
@@ -196,6 +219,7 @@ impl UpCommand {
             databases,
             redis,
             limits,
+            faults,
             chaining: Default::default(),
             listen_addr: Default::default(),
         });
@@ -301,6 +325,13 @@ impl UpCommand {
         server::serve(
             listener,
             trigger,
+            server::ConnectionLimits {
+                max_connections: server::ConnectionLimits::fit_descriptors(
+                    self.max_connections,
+                    server::descriptor_limit(),
+                ),
+                header_read_timeout: Duration::from_secs(self.header_read_timeout.max(1)),
+            },
             shutdown_signal(),
             Duration::from_secs(self.drain_timeout),
         )
@@ -317,6 +348,7 @@ async fn open_stores(
     app: &App,
     state_dir: &Path,
     rc: &crate::runtime_config::RuntimeConfig,
+    faults: &Arc<Faults>,
 ) -> Result<(KeyValueStores, Databases)> {
     let mut kv = KeyValueStores::default();
     let kv_labels: BTreeSet<&String> = app
@@ -331,7 +363,7 @@ async fn open_stores(
             .await
             .with_context(|| format!("key-value store `{label}`"))?;
         match store {
-            Some(s) => kv.insert(label, s),
+            Some(s) => kv.insert(label, FaultyStore::wrap(s, faults)),
             None if label == "default" => {
                 let conn = match &default_kv_db {
                     Some(c) => Arc::clone(c),
@@ -341,7 +373,10 @@ async fn open_stores(
                         c
                     }
                 };
-                kv.insert(label, Arc::new(SqliteKeyValue::new(conn, label)));
+                kv.insert(
+                    label,
+                    FaultyStore::wrap(Arc::new(SqliteKeyValue::new(conn, label)), faults),
+                );
             }
             None => bail!(
                 "a component uses key-value store `{label}`, which has no backend: only `default` exists without configuration; add `[key_value_store.{label}]` to a runtime-config file (--runtime-config-file)"

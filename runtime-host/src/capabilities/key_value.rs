@@ -147,6 +147,11 @@ fn register_counter_add(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// The write-ahead log's size bound: after a checkpoint SQLite truncates
+/// the log back to this (`journal_size_limit`), so a burst of writes
+/// cannot leave a file of gigabytes behind.
+pub const MAX_WAL_BYTES: u64 = 16 << 20;
+
 /// Opens (creating if needed) the shared key-value database file.
 pub fn open_database(path: &Path) -> Result<Arc<Mutex<Connection>>> {
     if let Some(dir) = path.parent() {
@@ -157,6 +162,7 @@ pub fn open_database(path: &Path) -> Result<Arc<Mutex<Connection>>> {
         .with_context(|| format!("cannot open key-value database {}", path.display()))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "journal_size_limit", MAX_WAL_BYTES as i64)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     register_counter_add(&conn)?;
     conn.execute_batch(
@@ -287,12 +293,22 @@ impl KeyValueStore for SqliteKeyValue {
     async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
         let stored: Vec<u8> = self
             .with(|c| {
-                c.prepare_cached(
+                let mut stmt = c.prepare_cached(
                     "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, counter_add(NULL, ?3))
                      ON CONFLICT(store, key) DO UPDATE SET value = counter_add(value, ?3)
                      RETURNING value",
-                )?
-                .query_row(params![self.store, key, delta], |r| r.get(0))
+                )?;
+                let mut rows = stmt.query(params![self.store, key, delta])?;
+                let value: Vec<u8> = rows
+                    .next()?
+                    .ok_or(rusqlite::Error::QueryReturnedNoRows)?
+                    .get(0)?;
+                // Step to the end: SQLite commits and runs its automatic WAL
+                // checkpoint only when a statement completes; a statement
+                // merely reset commits without checkpointing, and a stream
+                // of those grew the log without bound.
+                while rows.next()?.is_some() {}
+                Ok(value)
             })
             .map_err(|e| match e {
                 KvError::Other(m) if m.contains(NOT_A_COUNTER) => KvError::Other(format!(
@@ -333,15 +349,15 @@ impl KeyValueStore for SqliteKeyValue {
 /// Redis-store semantics: keys are stored as given (one server or database
 /// per label), counters are Redis integers (`INCRBY`, decimal text), and
 /// compare-and-swap is one Lua script, so it is atomic across hosts.
+///
+/// Every operation is bounded in time ([`redis_client`]): while Redis is
+/// down, operations fail within [`redis_client::CALL_TIMEOUT`] with
+/// `other("unavailable: ...")`, and work again once it is back.
 pub struct RedisKeyValue {
     manager: redis::aio::ConnectionManager,
 }
 
 impl RedisKeyValue {
-///
-/// Every operation is bounded in time ([`redis_client`]): while Redis is
-/// down, operations fail within [`redis_client::CALL_TIMEOUT`] with
-/// `other("unavailable: ...")`, and work again once it is back.
     pub async fn connect(url: &str) -> Result<RedisKeyValue> {
         redis::Client::open(url).with_context(|| format!("invalid Redis URL `{url}`"))?;
         let manager = redis_client::connect(url).await.map_err(|e| {
@@ -351,16 +367,16 @@ impl RedisKeyValue {
     }
 }
 
-const CAS_SCRIPT: &str = r"
-local current = redis.call('GET', KEYS[1])
-local matches
-if ARGV[1] == '1' then matches = (current == ARGV[2]) else matches = (current == false) end
-if matches then redis.call('SET', KEYS[1], ARGV[3]) return 1 end
 /// A Redis failure as a store error (outages recognisable by their prefix).
 fn redis_other(e: redis::RedisError) -> KvError {
     KvError::Other(redis_client::describe(&e))
 }
 
+const CAS_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+local matches
+if ARGV[1] == '1' then matches = (current == ARGV[2]) else matches = (current == false) end
+if matches then redis.call('SET', KEYS[1], ARGV[3]) return 1 end
 return 0";
 
 #[async_trait]
@@ -459,6 +475,43 @@ mod tests {
         (dir, SqliteKeyValue::new(conn, "default"))
     }
 
+    fn wal_bytes(dir: &tempdir::Dir) -> u64 {
+        std::fs::metadata(dir.0.join("kv.db-wal")).map_or(0, |m| m.len())
+    }
+
+    /// Counters alone (the commonest write: rate limits and metrics) must
+    /// leave the write-ahead log bounded. SQLite runs its automatic
+    /// checkpoint only when a statement steps to completion, so a counter
+    /// update read back with `RETURNING` and never finished once grew the
+    /// log by ~8 KB a request, without bound.
+    #[tokio::test]
+    async fn the_write_ahead_log_stays_bounded_under_counters() {
+        let (dir, kv) = store();
+        for i in 0..12_000u32 {
+            kv.increment(&format!("counter:{}", i % 8), 1).await.unwrap();
+        }
+        let wal = wal_bytes(&dir);
+        assert!(wal <= MAX_WAL_BYTES, "the WAL grew to {wal} bytes");
+        assert_eq!(kv.increment("counter:0", 0).await.unwrap(), 1_500);
+    }
+
+    /// The same for every other kind of write, mixed.
+    #[tokio::test]
+    async fn the_write_ahead_log_stays_bounded_under_mixed_writes() {
+        let (dir, kv) = store();
+        for i in 0..12_000u32 {
+            kv.set(&format!("key:{}", i % 16), &i.to_le_bytes()).await.unwrap();
+            if i % 3 == 0 {
+                assert!(kv.compare_and_swap("cas", None, b"x").await.unwrap());
+                kv.delete("cas").await.unwrap();
+                kv.set_many(vec![("a".into(), vec![1])]).await.unwrap();
+                kv.delete_many(vec!["a".into()]).await.unwrap();
+            }
+        }
+        let wal = wal_bytes(&dir);
+        assert!(wal <= MAX_WAL_BYTES, "the WAL grew to {wal} bytes");
+    }
+
     mod tempdir {
         pub struct Dir(pub std::path::PathBuf);
         impl Dir {
@@ -511,5 +564,87 @@ mod tests {
         a.set("k", b"1").await.unwrap();
         assert_eq!(b.get("k").await.unwrap(), None);
         assert_eq!(a.get_keys().await.unwrap(), vec!["k".to_string()]);
+    }
+}
+
+/// A store whose calls go through `--faults` first (see [`crate::faults`]):
+/// a chosen share of them is delayed or fails as an unreachable backend
+/// would. Wrapped around a backend only when faults are configured.
+pub struct FaultyStore {
+    inner: Arc<dyn KeyValueStore>,
+    faults: Arc<crate::faults::Faults>,
+}
+
+impl FaultyStore {
+    pub fn wrap(
+        inner: Arc<dyn KeyValueStore>,
+        faults: &Arc<crate::faults::Faults>,
+    ) -> Arc<dyn KeyValueStore> {
+        if faults.is_empty() {
+            return inner;
+        }
+        Arc::new(FaultyStore {
+            inner,
+            faults: faults.clone(),
+        })
+    }
+
+    async fn enter(&self) -> KvResult<()> {
+        self.faults
+            .on_call(crate::faults::Capability::KeyValue)
+            .await
+            .map_err(|fault| KvError::Other(fault.to_string()))
+    }
+}
+
+#[async_trait]
+impl KeyValueStore for FaultyStore {
+    async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
+        self.enter().await?;
+        self.inner.get(key).await
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
+        self.enter().await?;
+        self.inner.set(key, value).await
+    }
+    async fn delete(&self, key: &str) -> KvResult<()> {
+        self.enter().await?;
+        self.inner.delete(key).await
+    }
+    async fn exists(&self, key: &str) -> KvResult<bool> {
+        self.enter().await?;
+        self.inner.exists(key).await
+    }
+    async fn get_keys(&self) -> KvResult<Vec<String>> {
+        self.enter().await?;
+        self.inner.get_keys().await
+    }
+    async fn get_many(&self, keys: Vec<String>) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
+        self.enter().await?;
+        self.inner.get_many(keys).await
+    }
+    async fn set_many(&self, entries: Vec<(String, Vec<u8>)>) -> KvResult<()> {
+        self.enter().await?;
+        self.inner.set_many(entries).await
+    }
+    async fn delete_many(&self, keys: Vec<String>) -> KvResult<()> {
+        self.enter().await?;
+        self.inner.delete_many(keys).await
+    }
+    async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
+        self.enter().await?;
+        self.inner.increment(key, delta).await
+    }
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> KvResult<bool> {
+        self.enter().await?;
+        self.inner.compare_and_swap(key, expected, new).await
+    }
+    fn flush(&self) {
+        self.inner.flush();
     }
 }
