@@ -143,6 +143,31 @@ async fn parallel_atomic_increments_are_exact() {
     assert!(r.text().contains("not a counter"), "{}", r.text());
 }
 
+/// A stream of counter updates (what rate limits and metrics do on every
+/// request) keeps the key-value file's write-ahead log bounded: before the
+/// host stepped counter statements to completion, SQLite never ran its
+/// automatic checkpoint and the log grew ~8 KB an update, without bound.
+#[tokio::test]
+async fn counter_updates_keep_the_write_ahead_log_bounded() {
+    const UPDATES: usize = 4_000;
+    /// SQLite checkpoints every 1,000 pages (4 MiB), so the log stays near
+    /// that; without checkpoints these updates write a page (4 KiB) each,
+    /// about twice this bound.
+    const BOUND: u64 = 8 << 20;
+    let host = start();
+    let client = app_tests::client();
+    for i in 0..UPDATES {
+        let url = host.url(&format!("/incr/default/counter-{}", i % 4));
+        let r = app_tests::send(&client, "POST", &url, &[], "").await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let wal = std::fs::metadata(host.state_dir().join("sqlite_key_value.db-wal"))
+        .map_or(0, |m| m.len());
+    assert!(wal <= BOUND, "the write-ahead log grew to {wal} bytes");
+    let r = request("POST", &host.url("/incr/default/counter-0?by=0"), "").await;
+    assert_eq!(r.json(), (UPDATES / 4) as i64);
+}
+
 #[tokio::test]
 async fn compare_and_swap_loses_no_update() {
     let host = start();
