@@ -580,3 +580,61 @@ async fn the_admin_bootstrap_email_registers_as_admin() {
     let r = register(&host, "Ada", "ada@example.com", PASSWORD).await;
     assert_eq!(r.json()["user"]["role"], "user");
 }
+
+#[tokio::test]
+async fn the_admin_bootstrap_happens_once() {
+    let (host, _kp) = start(&[("admin_email", "boss@example.com")]);
+    let (boss_id, boss) = register_ok(&host, "Boss", "boss@example.com").await;
+    let r = authed(&host, "GET", "/api/auth/me", &boss).await;
+    assert_eq!(r.json()["role"], "admin", "{}", r.text());
+    // The admin moves to another address; the bootstrap one is free again.
+    let r = json(
+        &host,
+        "PATCH",
+        &format!("/api/users/{boss_id}"),
+        Some(&boss),
+        &json!({ "email": "boss@elsewhere.example" }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = register(&host, "Mallory", "BOSS@example.com", PASSWORD).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["user"]["role"], "user", "{}", r.text());
+    let mallory = r.json()["accessToken"].as_str().unwrap().to_string();
+    assert_error(
+        &authed(&host, "GET", "/api/users", &mallory).await,
+        403,
+        "forbidden",
+    );
+    let r = authed(&host, "GET", "/api/users", &boss).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
+async fn parallel_bootstrap_registrations_make_one_admin() {
+    // Different spellings normalise to one address: one account, one admin.
+    let (host, _kp) = start(&[("admin_email", "boss@example.com")]);
+    let spellings = ["boss@example.com", "Boss@example.com", " BOSS@example.com "];
+    let replies = futures::future::join_all(
+        spellings
+            .iter()
+            .map(|email| register(&host, "Boss", email, PASSWORD)),
+    )
+    .await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    let winner = replies.iter().find(|r| r.status == 201).unwrap();
+    assert_eq!(winner.json()["user"]["role"], "admin");
+    let token = winner.json()["accessToken"].as_str().unwrap().to_string();
+    let r = authed(&host, "GET", "/api/users?role=admin", &token).await;
+    assert_eq!(
+        r.json()["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        r.text()
+    );
+}

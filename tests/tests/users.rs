@@ -577,3 +577,111 @@ async fn json_bodies_are_checked_strictly() {
     let r = json(&host, "PATCH", &path, Some(&token), &json!({"name": 5})).await;
     assert_error(&r, 400, "validation_failed");
 }
+
+/// A refresh of `refresh_token`.
+async fn refresh(host: &Host, refresh_token: &str) -> Reply {
+    json(
+        host,
+        "POST",
+        "/api/auth/refresh",
+        None,
+        &json!({ "refreshToken": refresh_token }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_password_change_ends_every_session_of_the_user() {
+    let host = start(&[]);
+    let (id, _) = register_ok(&host, "Ada", "ada@example.com").await;
+    let (_, bob) = register_ok(&host, "Bob", "bob@example.com").await;
+    let session = |r: Reply| {
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body = r.json();
+        let token = |name: &str| body[name].as_str().unwrap().to_string();
+        (token("accessToken"), token("refreshToken"))
+    };
+    let (laptop_access, laptop_refresh) = session(login(&host, "ada@example.com", PASSWORD).await);
+    let (_, phone_refresh) = session(login(&host, "ada@example.com", PASSWORD).await);
+    // Both sessions work, and a refresh keeps the phone's going.
+    let (phone_access, phone_refresh) = session(refresh(&host, &phone_refresh).await);
+    for token in [&laptop_access, &phone_access] {
+        assert_eq!(
+            authed(&host, "GET", "/api/users/me", token).await.status,
+            200
+        );
+    }
+
+    let new_password = "an entirely new passphrase";
+    let r = patch(
+        &host,
+        &id,
+        &laptop_access,
+        None,
+        json!({"password": new_password, "currentPassword": PASSWORD}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // The other session is over: its refresh token and its access token,
+    // in every component (users, auth, orders).
+    assert_error(
+        &refresh(&host, &phone_refresh).await,
+        401,
+        "unauthenticated",
+    );
+    for path in ["/api/users/me", "/api/auth/me", "/api/orders"] {
+        let r = authed(&host, "GET", path, &phone_access).await;
+        assert_error(&r, 401, "unauthenticated");
+        assert!(r.text().contains("revoked"), "{path}: {}", r.text());
+    }
+    // So is the caller's own (documented: log in again).
+    assert_error(
+        &refresh(&host, &laptop_refresh).await,
+        401,
+        "unauthenticated",
+    );
+    assert_error(
+        &authed(&host, "GET", "/api/users/me", &laptop_access).await,
+        401,
+        "unauthenticated",
+    );
+    // Someone else's sessions are untouched.
+    assert_eq!(
+        authed(&host, "GET", "/api/users/me", &bob).await.status,
+        200
+    );
+    // A session opened with the new password works at once, refresh included.
+    let (access, refresh_token) = session(login(&host, "ada@example.com", new_password).await);
+    assert_eq!(
+        authed(&host, "GET", "/api/users/me", &access).await.status,
+        200
+    );
+    let (access, _) = session(refresh(&host, &refresh_token).await);
+    assert_eq!(
+        authed(&host, "GET", "/api/orders", &access).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn other_changes_keep_sessions_alive() {
+    let host = start(&[]);
+    let (id, token) = register_ok(&host, "Ada", "ada@example.com").await;
+    let r = login(&host, "ada@example.com", PASSWORD).await;
+    let refresh_token = r.json()["refreshToken"].as_str().unwrap().to_string();
+    let r = patch(
+        &host,
+        &id,
+        &token,
+        None,
+        json!({"name": "Ada L.", "email": "ada@l.example"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        authed(&host, "GET", "/api/users/me", &token).await.status,
+        200
+    );
+    assert_eq!(refresh(&host, &refresh_token).await.status, 200);
+}

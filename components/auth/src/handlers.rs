@@ -69,7 +69,11 @@ fn open_session(
     settings: &AuthSettings,
 ) -> Result<Session, ApiError> {
     let access = signer.issue(&account.id, account.role)?;
-    let refresh_token = refresh::start_family(&account.id, settings.refresh_ttl_secs)?;
+    let refresh_token = refresh::start_family(
+        &account.id,
+        &refresh::credentials_of(&account.password_hash),
+        settings.refresh_ttl_secs,
+    )?;
     Ok(Session {
         access_token: access.token,
         refresh_token,
@@ -110,19 +114,16 @@ pub fn register(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiResp
     problems.into_result()?;
 
     let password_hash = password::hash(&body.password)?;
-    let role = if settings.admin_email.as_deref() == Some(email.as_str()) {
-        Role::Admin
-    } else {
-        Role::User
-    };
+    // Only a bootstrap candidate: the role is decided with the insert.
+    let bootstrap = settings.admin_email.as_deref() == Some(email.as_str());
     let conn = accounts::connect()?;
     let new = NewAccount {
         email: &email,
         name: &name,
-        role,
+        role: Role::User,
         password_hash: &password_hash,
     };
-    let account = match accounts::insert(&conn, &new)? {
+    let account = match accounts::insert_bootstrapping(&conn, &new, bootstrap)? {
         Ok(account) => account,
         Err(WriteConflict::EmailTaken) => {
             record_business("register", "conflict");
@@ -177,8 +178,30 @@ pub fn login(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiRespons
     };
     lockout::reset(request.client(), &email)?;
     request.set_user(&account.id);
+    let session = open_session(signer, &account, settings)?;
+    confirm_credentials(&conn, &account, &session.refresh_token)?;
     record_business("login", "success");
-    session_response(200, &open_session(signer, &account, settings)?, settings)
+    session_response(200, &session, settings)
+}
+
+/// Re-reads `account` after its tokens were signed: had its password
+/// changed since it was read, the new session is revoked (401). A password
+/// change that committed later marks these tokens revoked itself (its
+/// marker is later than their issue time), so no session outlives a
+/// password change, whatever the interleaving.
+fn confirm_credentials(
+    conn: &spin_sdk::sqlite::Connection,
+    account: &Account,
+    refresh_token: &str,
+) -> Result<(), ApiError> {
+    let current = accounts::find_by_id(conn, &account.id)?;
+    if current.is_some_and(|c| c.password_hash == account.password_hash) {
+        return Ok(());
+    }
+    refresh::revoke_family_of(refresh_token, None)?;
+    Err(ApiError::unauthenticated(
+        "the account's password changed while this session was opened; log in again",
+    ))
 }
 
 /// The refresh token from the body (`{refreshToken}`) or the cookie.
@@ -199,8 +222,11 @@ pub fn refresh(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiRespo
         ApiError::unauthenticated("no refresh token: send {\"refreshToken\": ...} or the cookie")
     })?;
     let (outcome, next_token) = refresh::use_token(&token, settings.refresh_ttl_secs)?;
-    let user_id = match outcome {
-        Outcome::Rotated { user_id } => user_id,
+    let (user_id, credentials) = match outcome {
+        Outcome::Rotated {
+            user_id,
+            credentials,
+        } => (user_id, credentials),
         Outcome::Reused => {
             return Err(ApiError::unauthenticated(
                 "this refresh token was already used; its whole session has been revoked",
@@ -226,8 +252,15 @@ pub fn refresh(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiRespo
             "the account of this session no longer exists",
         ));
     };
+    if refresh::credentials_of(&account.password_hash) != credentials {
+        refresh::revoke_family_of(&next_token, None)?;
+        return Err(ApiError::unauthenticated(
+            "this refresh token was revoked by a password change; log in again",
+        ));
+    }
     request.set_user(&account.id);
     let access = signer.issue(&account.id, account.role)?;
+    confirm_credentials(&conn, &account, &next_token)?;
     let session = Session {
         access_token: access.token,
         refresh_token: next_token,

@@ -10,6 +10,11 @@
 //! is in the expiry index until its current token expires (each rotation
 //! moves that time on), so the sweeper removes it afterwards, revoked or
 //! not: an expired family's tokens are refused either way.
+//!
+//! A family also remembers the credentials it was opened with (a digest of
+//! the account's password hash): once the password changes, every family
+//! opened before is dead ([`credentials_of`]), with no per-user index to
+//! walk and nothing to expire beyond the families themselves.
 
 use anyhow::Result;
 use app_common::encoding::base64url;
@@ -28,6 +33,16 @@ pub struct Family {
     /// Unix ms after which the current token is expired.
     pub expires_at: u64,
     pub revoked: bool,
+    /// [`credentials_of`] the password hash at login; families stored
+    /// before this field existed read as empty, so they match nothing.
+    #[serde(default)]
+    pub credentials: String,
+}
+
+/// What a family remembers of the credentials it was opened with: the
+/// SHA-256 of the password hash (no salt or hash leaves the database).
+pub fn credentials_of(password_hash: &str) -> String {
+    sha256_hex(password_hash.as_bytes())
 }
 
 /// A new token of a family.
@@ -58,6 +73,8 @@ fn family_key(family_id: &str) -> String {
 pub enum Outcome {
     Rotated {
         user_id: String,
+        /// The family's [`Family::credentials`].
+        credentials: String,
     },
     /// Not a token of a known family.
     Unknown,
@@ -94,16 +111,24 @@ pub fn rotate(
         return (Update::Keep, Outcome::Expired);
     }
     let user_id = family.user_id.clone();
+    let credentials = family.credentials.clone();
     let rotated = Family {
         current_hash: next.hash.clone(),
         expires_at: now + ttl_millis,
         ..family
     };
-    (Update::Write(rotated), Outcome::Rotated { user_id })
+    (
+        Update::Write(rotated),
+        Outcome::Rotated {
+            user_id,
+            credentials,
+        },
+    )
 }
 
-/// Starts a family for `user_id` and returns its first token.
-pub fn start_family(user_id: &str, ttl_secs: u64) -> Result<String> {
+/// Starts a family for `user_id`, opened with `credentials` (see
+/// [`credentials_of`]), and returns its first token.
+pub fn start_family(user_id: &str, credentials: &str, ttl_secs: u64) -> Result<String> {
     let family_id = hex(&random_bytes::<16>());
     let first = new_token(&family_id);
     let family = Family {
@@ -111,6 +136,7 @@ pub fn start_family(user_id: &str, ttl_secs: u64) -> Result<String> {
         current_hash: first.hash,
         expires_at: app_common::time::now_millis() + ttl_secs * 1000,
         revoked: false,
+        credentials: credentials.to_string(),
     };
     let key = family_key(&family_id);
     app_common::expiry::schedule(&key, family.expires_at)?;
@@ -174,6 +200,7 @@ mod tests {
             current_hash: hash.into(),
             expires_at: 10_000,
             revoked: false,
+            credentials: "c1".into(),
         }
     }
 
@@ -200,7 +227,8 @@ mod tests {
         assert_eq!(
             outcome,
             Outcome::Rotated {
-                user_id: "u1".into()
+                user_id: "u1".into(),
+                credentials: "c1".into(),
             }
         );
         let Update::Write(f) = update else {

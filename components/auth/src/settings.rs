@@ -9,7 +9,7 @@
 //! | `credentials_rate_limit` / `credentials_rate_window_seconds` | 10 / 3600 | register + login attempts per client address |
 //! | `login_max_failures` / `login_failure_window_seconds` | 5 / 900 | failed logins per (client address, e-mail) within the window that lock the pair |
 //! | `login_lockout_seconds` | 900 | how long a locked pair stays locked |
-//! | `admin_email` | (none) | the account registering with this address becomes an admin |
+//! | `admin_email` | (none) | the first account registering with this address becomes an admin, once: only while the app has never had an admin |
 
 use crate::lockout::LockoutPolicy;
 use crate::signing::Signer;

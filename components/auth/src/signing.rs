@@ -1,7 +1,8 @@
 //! Access-token issuing: the one place holding the private key. Tokens are
 //! Ed25519 (`EdDSA`) JWTs with `kid`, `iss`, `aud`, `sub`, `iat`, `nbf`,
-//! `exp` and a random `jti`; everyone else verifies them with the public
-//! key only ([`app_common::tokens`]).
+//! `exp`, a random `jti` and `iatMs` (the issue time in milliseconds, which
+//! a password change's revocation marker is compared with); everyone else
+//! verifies them with the public key only ([`app_common::tokens`]).
 //!
 //! The key comes from the secret variable `jwt_signing_key` as
 //! `kid:base64-ed25519-key-pair` (64 bytes: seed then public key, as
@@ -59,7 +60,10 @@ impl Signer {
 
     pub fn issue(&self, user_id: &str, role: Role) -> Result<AccessToken> {
         let claims = Claims::with_custom_claims(
-            AccessClaims { role },
+            AccessClaims {
+                role,
+                issued_at_ms: Some(app_common::time::now_millis()),
+            },
             Duration::from_secs(self.access_ttl_secs),
         )
         .with_issuer(&self.policy.issuer)

@@ -24,10 +24,11 @@ pub const DATABASE: &str = crate::db::DATABASE;
 pub const SCHEMA: &str = "accounts";
 
 /// Each migration: its version and idempotent statements.
-const MIGRATIONS: crate::db::Migrations = &[(
-    1,
-    &[
-        "CREATE TABLE IF NOT EXISTS users (
+const MIGRATIONS: crate::db::Migrations = &[
+    (
+        1,
+        &[
+            "CREATE TABLE IF NOT EXISTS users (
             id TEXT PRIMARY KEY,
             email TEXT NOT NULL,
             name TEXT NOT NULL,
@@ -37,10 +38,26 @@ const MIGRATIONS: crate::db::Migrations = &[(
             created_at INTEGER NOT NULL,
             updated_at INTEGER NOT NULL
         )",
-        "CREATE UNIQUE INDEX IF NOT EXISTS users_email_unique ON users (email)",
-        "CREATE INDEX IF NOT EXISTS users_role_id ON users (role, id)",
-    ],
-)];
+            "CREATE UNIQUE INDEX IF NOT EXISTS users_email_unique ON users (email)",
+            "CREATE INDEX IF NOT EXISTS users_role_id ON users (role, id)",
+        ],
+    ),
+    (
+        2,
+        &[
+            // At most one row ever (`id = 1`): who the `admin_email` bootstrap
+            // made admin. Its primary key makes the bootstrap one-time and
+            // race-free; a database that already has an admin counts as done.
+            "CREATE TABLE IF NOT EXISTS admin_bootstrap (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            user_id TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+        )",
+            "INSERT OR IGNORE INTO admin_bootstrap (id, user_id, created_at)
+            SELECT 1, id, created_at FROM users WHERE role = 'admin' ORDER BY id LIMIT 1",
+        ],
+    ),
+];
 
 const COLUMNS: &str = "id, email, name, role, password_hash, version, created_at, updated_at";
 
@@ -176,6 +193,43 @@ pub fn insert(conn: &Connection, new: &NewAccount<'_>) -> Result<Result<Account,
         Err(e) if is_unique_violation(&e) => Ok(Err(WriteConflict::EmailTaken)),
         Err(e) => Err(e.context("insert user")),
     }
+}
+
+/// Inserts `new` (whose role should be `user`) and, when `bootstrap` is
+/// set (the address is `admin_email`), makes it the admin if the one-time
+/// bootstrap has not happened and no admin exists. One transaction: two
+/// parallel registrations, or one racing an admin's e-mail change, cannot
+/// both become admin, and a later holder of the address never does.
+pub fn insert_bootstrapping(
+    conn: &Connection,
+    new: &NewAccount<'_>,
+    bootstrap: bool,
+) -> Result<Result<Account, WriteConflict>> {
+    if !bootstrap {
+        return insert(conn, new);
+    }
+    crate::db::transaction(conn, |conn| {
+        let mut account = match insert(conn, new)? {
+            Ok(account) => account,
+            Err(conflict) => return Ok(Err(conflict)),
+        };
+        let claimed = exec(
+            conn,
+            "INSERT OR IGNORE INTO admin_bootstrap (id, user_id, created_at)
+             SELECT 1, ?, ? WHERE NOT EXISTS (SELECT 1 FROM users WHERE role = 'admin')
+             RETURNING user_id",
+            &[text(&account.id), Value::Integer(account.created_at as i64)],
+        )?;
+        if !claimed.rows.is_empty() {
+            exec(
+                conn,
+                "UPDATE users SET role = 'admin' WHERE id = ?",
+                &[text(&account.id)],
+            )?;
+            account.role = Role::Admin;
+        }
+        Ok(Ok(account))
+    })
 }
 
 pub fn find_by_id(conn: &Connection, id: &str) -> Result<Option<Account>> {

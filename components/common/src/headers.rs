@@ -32,6 +32,25 @@ pub const CORS_EXPOSED_HEADERS: &str =
 /// How long a browser may cache a preflight answer, in seconds.
 pub const CORS_MAX_AGE: &str = "600";
 
+/// Whether an `If-Match` header allows writing a record at
+/// `current_version` (its `ETag` is `"<version>"`): absent or `*` always;
+/// otherwise one of the listed strong entity tags must be the current
+/// version. Weak tags never match (RFC 9110 strong comparison).
+pub fn if_match_holds(if_match: Option<&str>, current_version: i64) -> bool {
+    let Some(header) = if_match.map(str::trim) else {
+        return true;
+    };
+    if header == "*" {
+        return true;
+    }
+    header.split(',').map(str::trim).any(|tag| {
+        tag.strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .and_then(|t| t.parse::<i64>().ok())
+            == Some(current_version)
+    })
+}
+
 /// The value of cookie `name` in a `Cookie` request header.
 pub fn cookie_value<'a>(cookie_header: &'a str, name: &str) -> Option<&'a str> {
     cookie_header.split(';').find_map(|pair| {

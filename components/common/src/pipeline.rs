@@ -174,11 +174,12 @@ impl ApiRequest {
                 "this route needs an `Authorization: Bearer <access token>` header",
             )
         })?;
-        let principal = tokens::verify(keys, &self.settings.token_policy, token)
+        let verified = tokens::verify_token(keys, &self.settings.token_policy, token)
             .map_err(|rejection| ApiError::unauthenticated(rejection.message()))?;
-        if tokens::is_revoked(&principal.token_id)? {
+        if tokens::is_refused(&verified)? {
             return Err(ApiError::unauthenticated(Rejection::Revoked.message()));
         }
+        let principal = verified.principal;
         self.set_user(&principal.user_id);
         Ok(principal)
     }

@@ -32,6 +32,11 @@ pub const DENYLIST_PREFIX: &str = "denylist:";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub role: Role,
+    /// When the token was issued, in Unix milliseconds: `iat` has whole
+    /// seconds only, too coarse to tell a token signed just before a
+    /// password change from one signed just after.
+    #[serde(rename = "iatMs", default, skip_serializing_if = "Option::is_none")]
+    pub issued_at_ms: Option<u64>,
 }
 
 /// Who issues tokens and for whom; both are checked on every token.
@@ -164,12 +169,29 @@ impl Rejection {
     }
 }
 
+/// A verified token: its principal and when it was issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub principal: Principal,
+    /// Unix ms (`iatMs`, else `iat`, else 0).
+    pub issued_at_ms: u64,
+}
+
 /// Checks everything about `token` except revocation (see [`is_revoked`]).
 pub fn verify(
     keys: &PublicKeySet,
     policy: &TokenPolicy,
     token: &str,
 ) -> Result<Principal, Rejection> {
+    verify_token(keys, policy, token).map(|v| v.principal)
+}
+
+/// As [`verify`], with the time the token was issued.
+pub fn verify_token(
+    keys: &PublicKeySet,
+    policy: &TokenPolicy,
+    token: &str,
+) -> Result<Verified, Rejection> {
     let metadata = Token::decode_metadata(token).map_err(|_| Rejection::Malformed)?;
     if metadata.algorithm() != ALGORITHM {
         return Err(Rejection::Algorithm(
@@ -195,11 +217,19 @@ pub fn verify(
         .expires_at
         .ok_or(Rejection::MissingClaim("exp"))?
         .as_secs();
-    Ok(Principal {
-        user_id,
-        role: claims.custom.role,
-        token_id,
-        expires_at,
+    let issued_at_ms = claims
+        .custom
+        .issued_at_ms
+        .or(claims.issued_at.map(|t| t.as_secs() * 1000))
+        .unwrap_or(0);
+    Ok(Verified {
+        principal: Principal {
+            user_id,
+            role: claims.custom.role,
+            token_id,
+            expires_at,
+        },
+        issued_at_ms,
     })
 }
 
@@ -232,6 +262,75 @@ pub fn is_revoked(token_id: &str) -> Result<bool> {
     Ok(crate::kv::get_unexpired::<()>(&store, &denylist_key(token_id))?.is_some())
 }
 
+/// Key of a user's marker: their tokens issued before it are revoked.
+pub fn user_marker_key(user_id: &str) -> String {
+    format!("{DENYLIST_PREFIX}user:{user_id}")
+}
+
+/// Revokes every access token of `user_id` issued before `at_millis`
+/// (after a password change). The marker outlives those tokens (lifetime
+/// `access_ttl_secs` plus the clock skew verification allows) and no
+/// longer; a later marker is never replaced by an earlier one.
+pub fn revoke_user_tokens(user_id: &str, at_millis: u64, access_ttl_secs: u64) -> Result<()> {
+    use crate::kv::{Expiring, Update};
+    let marker = Expiring {
+        expires_at: at_millis + (access_ttl_secs + CLOCK_SKEW_SECS) * 1000,
+        value: at_millis,
+    };
+    let now = crate::time::now_millis();
+    // In the expiry index, so the sweeper removes the marker once it is over.
+    crate::expiry::schedule(&user_marker_key(user_id), marker.expires_at)?;
+    crate::kv::update_atomically(
+        &user_marker_key(user_id),
+        |current: Option<Expiring<u64>>| {
+            Ok(match current {
+                Some(c) if c.is_live(now) && c.value >= marker.value => (Update::Keep, ()),
+                _ => (Update::Write(marker.clone()), ()),
+            })
+        },
+    )
+}
+
+/// Whether a verified token is revoked: its `jti` is on the denylist, or
+/// its user's marker is later than its issue time. One key-value round
+/// trip (`wasi:keyvalue` `get-many`) reads both.
+pub fn is_refused(token: &Verified) -> Result<bool> {
+    use crate::kv::Expiring;
+    let jti_key = denylist_key(&token.principal.token_id);
+    let user_key = user_marker_key(&token.principal.user_id);
+    let bucket = crate::kv::open_bucket()?;
+    let found = spin_sdk::wit::wasi::keyvalue::batch::get_many(
+        &bucket,
+        &[jti_key.clone(), user_key.clone()],
+    )
+    .map_err(|e| anyhow!("{e:?}"))
+    .context("key-value get-many of the token denylist")?;
+    let now = crate::time::now_millis();
+    let mut refused = false;
+    for (key, bytes) in found {
+        let Some(bytes) = bytes else { continue };
+        let live = if key == jti_key {
+            serde_json::from_slice::<Expiring<()>>(&bytes)
+                .ok()
+                .filter(|e| e.is_live(now))
+                .map(|_| true)
+        } else if key == user_key {
+            serde_json::from_slice::<Expiring<u64>>(&bytes)
+                .ok()
+                .filter(|e| e.is_live(now))
+                .map(|e| token.issued_at_ms < e.value)
+        } else {
+            continue;
+        };
+        match live {
+            Some(hit) => refused |= hit,
+            // Expired or unreadable: gone, as `kv::get_unexpired` does.
+            None => crate::kv::delete(&crate::kv::open()?, &key)?,
+        }
+    }
+    Ok(refused)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,11 +351,17 @@ mod tests {
     }
 
     fn claims() -> jwt_simple::prelude::JWTClaims<AccessClaims> {
-        Claims::with_custom_claims(AccessClaims { role: Role::User }, Duration::from_mins(15))
-            .with_issuer("iss")
-            .with_audience("aud")
-            .with_subject("u1")
-            .with_jwt_id("j1")
+        Claims::with_custom_claims(
+            AccessClaims {
+                role: Role::User,
+                issued_at_ms: None,
+            },
+            Duration::from_mins(15),
+        )
+        .with_issuer("iss")
+        .with_audience("aud")
+        .with_subject("u1")
+        .with_jwt_id("j1")
     }
 
     #[test]

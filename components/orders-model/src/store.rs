@@ -6,8 +6,9 @@
 //!   `(user_id, idempotency_key)`), so two parallel creations with one key
 //!   cannot both insert; the first request's response body is stored with
 //!   the order and replayed.
-//! - Status changes are conditional (`UPDATE … WHERE status = <expected>`),
-//!   so of several concurrent transitions from one status exactly one wins.
+//! - Status changes are conditional on the status and version they were
+//!   decided on (`UPDATE … WHERE status = ? AND version = ?`), so of several
+//!   concurrent transitions from one reading exactly one wins.
 //! - Lines and the shipping address are JSON columns: they are only ever
 //!   read and written with their order.
 //! - Anonymising (after `user.deleted`) keeps the money and statuses and
@@ -311,19 +312,23 @@ pub fn list(
     orders(&exec(conn, &sql, &params)?)
 }
 
-/// Moves order `id` from `from` to `to` if it is still in `from`; `None`
-/// when it is not (another change won, or no such order).
+/// Moves order `id` to `to` if it is still as the caller read it (status
+/// `from` at `version`); `None` when it is not (another change won, or no
+/// such order). The caller decided the change on that reading, so any
+/// change in between refuses it, even one after which `to` would also be
+/// allowed (a cancellation decided on `created` does not apply to `paid`).
 pub fn transition(
     conn: &Connection,
     id: &str,
     from: OrderStatus,
+    version: i64,
     to: OrderStatus,
 ) -> Result<Option<Order>> {
     let result = exec(
         conn,
         &format!(
             "UPDATE orders SET status = ?, version = version + 1, updated_at = ?
-             WHERE id = ? AND status = ?
+             WHERE id = ? AND status = ? AND version = ?
              RETURNING {COLUMNS}"
         ),
         &[
@@ -331,6 +336,7 @@ pub fn transition(
             int(app_common::time::now_millis() as i64),
             text(id),
             text(from.as_str()),
+            int(version),
         ],
     )?;
     Ok(orders(&result)?.into_iter().next())

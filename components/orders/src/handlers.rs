@@ -7,10 +7,10 @@
 use crate::rules::{self, CreateOrderBody, NewOrder, StatusBody};
 use crate::Settings;
 use anyhow::anyhow;
-use app_common::accounts::Profile;
+use app_common::accounts::{etag, Profile};
 use app_common::error::Detail;
 use app_common::events::{self, Event};
-use app_common::headers::JSON_CONTENT_TYPE;
+use app_common::headers::{if_match_holds, JSON_CONTENT_TYPE};
 use app_common::metrics::record_business;
 use app_common::pagination::{decode_cursor, parse_limit, Page};
 use app_common::{db, ids, ApiError, ApiRequest, ApiResponse};
@@ -106,7 +106,9 @@ pub fn create(request: &ApiRequest, settings: &Settings) -> Result<ApiResponse, 
         Created::New => {
             events::publish_after_commit(&conn, &settings.events, &[event]);
             record_business("order_create", "success");
-            Ok(json_bytes(201, body).with_header("location", format!("/api/orders/{}", order.id)))
+            Ok(json_bytes(201, body)
+                .with_header("location", format!("/api/orders/{}", order.id))
+                .with_header("etag", etag(order.version)))
         }
         Created::Earlier(earlier) => replay(earlier, &fingerprint),
     }
@@ -216,13 +218,15 @@ pub async fn get(request: &ApiRequest, settings: &Settings) -> Result<ApiRespons
         }
         None => None,
     };
-    ApiResponse::json(
+    let version = order.version;
+    Ok(ApiResponse::json(
         200,
         &OrderWithUser {
             order: order.view(),
             user,
         },
-    )
+    )?
+    .with_header("etag", etag(version)))
 }
 
 /// What the status transaction did.
@@ -231,10 +235,21 @@ enum Changed {
     Refused(ApiError),
 }
 
-/// `PATCH /api/orders/:id/status {status}` → the changed order. See
-/// [`rules::check_transition`] for who may do what; concurrent changes of
-/// one order serialise on the database's write lock and the conditional
-/// update, so exactly one of them wins and the others get 409.
+fn precondition_failed(current_version: i64) -> ApiError {
+    ApiError::precondition_failed(format!(
+        "If-Match does not name the current version; the order's ETag is {}",
+        etag(current_version)
+    ))
+}
+
+/// `PATCH /api/orders/:id/status {status}` [`If-Match`] → the changed
+/// order (with its `ETag`). See [`rules::check_transition`] for who may do
+/// what. The change is decided on one reading of the order and applied
+/// only if the order is still at that version ([`store::transition`]):
+/// of changes that overlap exactly one wins and the others get 409 (412
+/// with `If-Match`), even when the loser's target would be allowed from
+/// the winner's (pay vs cancel). `If-Match` pins the version the client
+/// saw, so a change decided on a stale reading is 412 whenever it comes.
 pub fn change_status(request: &ApiRequest, settings: &Settings) -> Result<ApiResponse, ApiError> {
     let caller = request.authenticate()?;
     let id = record_id(request, "an order")?;
@@ -243,19 +258,33 @@ pub fn change_status(request: &ApiRequest, settings: &Settings) -> Result<ApiRes
         .inspect_err(|_| record_business("order_status_change", "invalid"))?;
     let to = rules::parse_status("status", &body.status)
         .inspect_err(|_| record_business("order_status_change", "invalid"))?;
+    let if_match = request.header("if-match");
     let conn = store::connect()?;
     let mut event = None;
+    // Read outside the write transaction on purpose: the decision belongs
+    // to this reading, and the conditional update refuses it if the order
+    // moved on (inside, the write lock would serialise the requests and
+    // each would see, and act on, the previous one's result).
+    let read = store::find(&conn, id)?.filter(|o| rules::may_see(&caller, o));
     let outcome = db::transaction(&conn, |conn| {
-        let Some(order) = store::find(conn, id)?.filter(|o| rules::may_see(&caller, o)) else {
+        let Some(order) = read else {
             return Ok(Changed::Refused(not_found()));
         };
+        if !if_match_holds(if_match, order.version) {
+            return Ok(Changed::Refused(precondition_failed(order.version)));
+        }
         if let Err(refusal) = rules::check_transition(&caller, order.status, to) {
             return Ok(Changed::Refused(refusal));
         }
-        let Some(updated) = store::transition(conn, id, order.status, to)? else {
-            return Ok(Changed::Refused(ApiError::conflict(
-                "the order changed while this request was processed; read it again",
-            )));
+        let Some(updated) = store::transition(conn, id, order.status, order.version, to)? else {
+            let refusal = match store::find(conn, id)? {
+                None => not_found(),
+                Some(now) if if_match.is_some() => precondition_failed(now.version),
+                Some(_) => ApiError::conflict(
+                    "the order changed while this request was processed; read it again",
+                ),
+            };
+            return Ok(Changed::Refused(refusal));
         };
         let changed = Event::new(
             "order.status_changed",
@@ -278,12 +307,13 @@ pub fn change_status(request: &ApiRequest, settings: &Settings) -> Result<ApiRes
         Changed::Done(order) => {
             events::publish_after_commit(&conn, &settings.events, event.as_slice());
             record_business("order_status_change", "success");
-            ApiResponse::json(200, &order.view())
+            Ok(ApiResponse::json(200, &order.view())?.with_header("etag", etag(order.version)))
         }
         Changed::Refused(refusal) => {
             let outcome = match refusal.status {
                 403 => "forbidden",
                 404 => "not_found",
+                412 => "precondition_failed",
                 _ => "conflict",
             };
             record_business("order_status_change", outcome);

@@ -110,7 +110,11 @@ pub fn get(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiErro
 }
 
 /// `PATCH /api/users/:id` (self or admin): name, email, password (with
-/// `currentPassword`), and for admins role.
+/// `currentPassword`), and for admins role. A password change ends every
+/// session of the user, the caller's included: refresh tokens die with the
+/// old password hash (auth compares it), and access tokens issued before
+/// the change are revoked by a marker that outlives them
+/// (`access_token_ttl_seconds`, default 900).
 pub fn patch(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiError> {
     let caller = request.authenticate()?;
     let id = target_id(request)?;
@@ -127,6 +131,14 @@ pub fn patch(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiEr
         match accounts::update(&conn, &updated)? {
             Ok(account) => {
                 cache.invalidate(id)?;
+                if account.password_hash != current.password_hash {
+                    let access_ttl = app_common::config::var_u64("access_token_ttl_seconds", 900)?;
+                    app_common::tokens::revoke_user_tokens(
+                        id,
+                        app_common::time::now_millis(),
+                        access_ttl,
+                    )?;
+                }
                 return profile_response(&account.profile());
             }
             Err(WriteConflict::EmailTaken) => {

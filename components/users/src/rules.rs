@@ -102,22 +102,9 @@ pub fn plan_patch(
 }
 
 /// Whether an `If-Match` header allows writing a record at
-/// `current_version`: absent or `*` always; otherwise one of the listed
-/// strong entity tags (`"3"`) must be the current version. Weak tags never
-/// match (RFC 9110 strong comparison).
+/// `current_version` (shared with orders: [`app_common::headers::if_match_holds`]).
 pub fn precondition_holds(if_match: Option<&str>, current_version: i64) -> bool {
-    let Some(header) = if_match.map(str::trim) else {
-        return true;
-    };
-    if header == "*" {
-        return true;
-    }
-    header.split(',').map(str::trim).any(|tag| {
-        tag.strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
-            .and_then(|t| t.parse::<i64>().ok())
-            == Some(current_version)
-    })
+    app_common::headers::if_match_holds(if_match, current_version)
 }
 
 #[cfg(test)]
