@@ -212,8 +212,8 @@ pub struct ApiResponse {
     pub status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
-}
     liveness: bool,
+}
 
 impl ApiResponse {
     /// `value` as a JSON body.
@@ -224,8 +224,8 @@ impl ApiResponse {
             status,
             headers: Vec::new(),
             body,
-        })
             liveness: false,
+        })
     }
 
     /// A non-JSON body with its content type (e.g. the Prometheus text format).
@@ -234,8 +234,8 @@ impl ApiResponse {
             status,
             headers: vec![("content-type".into(), content_type.into())],
             body,
-        }
             liveness: false,
+        }
     }
 
     pub fn no_content() -> ApiResponse {
@@ -243,11 +243,10 @@ impl ApiResponse {
             status: 204,
             headers: Vec::new(),
             body: Vec::new(),
-        }
             liveness: false,
+        }
     }
 
-    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> ApiResponse {
     /// Marks a liveness answer: no request metrics and no sweep (both live
     /// in the key-value store), as liveness must answer without any
     /// dependency.
@@ -256,6 +255,7 @@ impl ApiResponse {
         self
     }
 
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> ApiResponse {
         self.headers.push((name.to_ascii_lowercase(), value.into()));
         self
     }
@@ -515,8 +515,8 @@ where
         }
         Err(e) => Err(ApiError::internal(e.context("load settings"))),
     };
-    let response = finish(component, &head, facts, result, started);
     let liveness = is_liveness(&result);
+    let response = finish(component, &head, facts, result, started);
     // After the metrics, so the sweep is not counted as the request's time.
     if !liveness {
         crate::expiry::maybe_sweep(component, &[]);
@@ -603,11 +603,11 @@ where
     result
 }
 
-/// Reads the body, refusing more than `limit` bytes: by `Content-Length`
 fn is_liveness(result: &Result<ApiResponse, ApiError>) -> bool {
     matches!(result, Ok(response) if response.liveness)
 }
 
+/// Reads the body, refusing more than `limit` bytes: by `Content-Length`
 /// before reading anything, and while streaming for bodies without one.
 async fn read_body(
     incoming: IncomingRequest,
@@ -634,8 +634,8 @@ fn finish(
 ) -> Response {
     let mut error_code = None;
     let mut error_cause = None;
-    let (status, mut headers, body) = match result {
     let record_metrics = !is_liveness(&result);
+    let (status, mut headers, body) = match result {
         Ok(response) => (response.status, response.headers, response.body),
         Err(error) => {
             let mut headers = Vec::new();
