@@ -140,3 +140,50 @@ async fn parallel_p3_increments_are_exact() {
         100
     );
 }
+
+/// A statement waiting for SQLite's write lock must not hold the instance:
+/// another request to the same (reused) p3 instance is answered meanwhile.
+#[tokio::test]
+async fn a_statement_waiting_on_a_lock_does_not_stall_the_instance() {
+    let manifest = manifest().replace(
+        "sqlite_databases = [\"default\"]",
+        "sqlite_databases = [\"default\", \"marker\"]",
+    );
+    let dir = app_tests::TempDir::new("rc");
+    let (rc, marker_db) = (dir.path().join("rc.toml"), dir.path().join("marker.db"));
+    let config = format!("[sqlite_database.marker]\ntype = \"spin\"\npath = {marker_db:?}\n");
+    std::fs::write(&rc, config).unwrap();
+    let host = Host::start(&manifest, &["--runtime-config-file", rc.to_str().unwrap()]);
+    let sql = |db: &str, s: &'static str| request("POST", host.url(&format!("/p3/sql/{db}")), s);
+    assert_eq!(sql("default", "CREATE TABLE t (a)").await.status, 200);
+    assert_eq!(sql("marker", "CREATE TABLE m (a)").await.status, 200);
+
+    // Another process-level writer holds the lock of `default`.
+    let holder = rusqlite::Connection::open(host.state_dir().join("sqlite_db.db")).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    // Request A marks `marker`, then waits on `default` (busy timeout).
+    let steps =
+        r#"[["marker", "INSERT INTO m VALUES (1)"], ["default", "INSERT INTO t VALUES (1)"]]"#;
+    let a = tokio::spawn(request("POST", host.url("/p3/sql-seq"), steps));
+    let marker = rusqlite::Connection::open(&marker_db).unwrap();
+    let marked = app_tests::eventually(Duration::from_secs(30), || {
+        let n: i64 = marker
+            .query_row("SELECT count(*) FROM m", [], |r| r.get(0))
+            .unwrap_or(0);
+        std::future::ready(n == 1)
+    })
+    .await;
+    assert!(marked, "request A never reached its second statement");
+
+    // Request B, same instance, is answered while A still waits...
+    let b = get(host.url("/p3/x/headers")).await;
+    assert_eq!(b.status, 200, "{}", b.text());
+    // ...so A, whose lock is released only now, succeeds. Had B waited
+    // for A, A would have outlived the busy timeout and failed.
+    holder.execute_batch("COMMIT").unwrap();
+    let a = a.await.unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    let r = sql("default", "SELECT a FROM t").await.json();
+    assert_eq!(r["rows"], serde_json::json!([[1]]));
+}

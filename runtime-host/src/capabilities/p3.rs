@@ -303,11 +303,16 @@ impl sql3::HostConnectionWithStore<HostState> for P3Capabilities {
             sql3::Error,
         >,
     > {
+        // Only the handle comes out of the store: the statement may wait on
+        // another connection's lock, and holding the store meanwhile would
+        // stall every other request of this instance.
+        let conn = acc.with(|mut a| Ok::<_, wasmtime::Error>(a.get().table.get(&this)?.clone()))?;
+        let params = parameters.into_iter().map(to_value).collect();
+        let rows = match conn.execute_async(statement, params).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e.into())),
+        };
         acc.with(|mut a| {
-            let rows = match a.get().sql_execute(&this, &statement, parameters)? {
-                Ok(r) => r,
-                Err(e) => return Ok(Err(e)),
-            };
             let stream =
                 StreamReader::new(&mut a, rows.rows.into_iter().map(row).collect::<Vec<_>>())?;
             let done = FutureReader::new(
@@ -319,11 +324,13 @@ impl sql3::HostConnectionWithStore<HostState> for P3Capabilities {
     }
 
     async fn last_insert_rowid_async(acc: &Acc, this: Resource<PooledConnection>) -> WResult<i64> {
-        acc.with(|mut a| Ok(a.get().table.get(&this)?.last_insert_rowid()))
+        let conn = acc.with(|mut a| Ok::<_, wasmtime::Error>(a.get().table.get(&this)?.clone()))?;
+        Ok(conn.with_conn_async(|c| c.last_insert_rowid()).await)
     }
 
     async fn changes_async(acc: &Acc, this: Resource<PooledConnection>) -> WResult<u64> {
-        acc.with(|mut a| Ok(a.get().table.get(&this)?.changes()))
+        let conn = acc.with(|mut a| Ok::<_, wasmtime::Error>(a.get().table.get(&this)?.clone()))?;
+        Ok(conn.with_conn_async(|c| c.changes()).await)
     }
 }
 

@@ -86,28 +86,48 @@ impl Database {
             Some(c) => c,
             None => self.connect().map_err(|e| SqlError::Io(format!("{e:#}")))?,
         };
-        Ok(PooledConnection {
-            conn: Some(conn),
-            db: self.clone(),
-        })
+        Ok(PooledConnection::new(conn, self.clone()))
     }
 }
 
-/// A connection held by a guest; goes back to the pool on drop.
-pub struct PooledConnection {
-    conn: Option<Connection>,
+/// Most memory one statement's result may take in the host, counting each
+/// value's in-memory size, so a guest `SELECT` over a huge table fails with
+/// an error instead of making the host allocate without bound. Half the
+/// default `--max-memory`: a larger result could hardly be copied into the
+/// guest anyway.
+pub const MAX_RESULT_BYTES: usize = 64 << 20;
+
+/// A connection held by a guest handle. Clones share it, so a statement can
+/// run on a blocking thread while the handle stays in the instance's table;
+/// it goes back to the pool when the last clone is dropped.
+#[derive(Clone)]
+pub struct PooledConnection(Arc<Checkout>);
+
+struct Checkout {
+    conn: Mutex<Option<Connection>>,
     db: Arc<Database>,
 }
 
 impl PooledConnection {
-    fn conn(&self) -> &Connection {
-        self.conn.as_ref().expect("present until drop")
+    fn new(conn: Connection, db: Arc<Database>) -> Self {
+        Self(Arc::new(Checkout {
+            conn: Mutex::new(Some(conn)),
+            db,
+        }))
     }
 
-    /// Runs one statement. It may wait for another connection's write lock
-    /// (`busy_timeout`), so it runs as blocking work: the async runtime moves
-    /// its other tasks off this thread, and the instance holding the lock
-    /// can always finish its transaction instead of waiting for a thread.
+    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        // A panic mid-statement leaves the connection usable: SQLite
+        // statements are atomic.
+        let guard = self.0.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(guard.as_ref().expect("present until drop"))
+    }
+
+    /// Runs one statement on the calling thread. It may wait for another
+    /// connection's write lock (`busy_timeout`), so it runs as blocking work:
+    /// the async runtime moves its other tasks off this thread, and the
+    /// instance holding the lock can always finish its transaction instead
+    /// of waiting for a thread. For callers that own their instance (p2).
     pub fn execute(&self, statement: &str, params: Vec<Value>) -> Result<QueryResult, SqlError> {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
@@ -117,52 +137,110 @@ impl PooledConnection {
         }
     }
 
+    /// Runs one statement on a blocking thread; awaiting it leaves the
+    /// caller's thread (and a p3 instance's other requests) free meanwhile.
+    pub async fn execute_async(
+        &self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> Result<QueryResult, SqlError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.execute_now(&statement, params))
+            .await
+            .map_err(|e| SqlError::Io(format!("SQLite statement did not finish: {e}")))?
+    }
+
     fn execute_now(&self, statement: &str, params: Vec<Value>) -> Result<QueryResult, SqlError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(statement).map_err(map_err)?;
-        let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
-        let params = params.into_iter().map(|v| match v {
-            Value::Integer(i) => SqlValue::Integer(i),
-            Value::Real(f) => SqlValue::Real(f),
-            Value::Text(s) => SqlValue::Text(s),
-            Value::Blob(b) => SqlValue::Blob(b),
-            Value::Null => SqlValue::Null,
-        });
-        let mut rows_out = Vec::new();
-        let mut rows = stmt
-            .query(rusqlite::params_from_iter(params))
-            .map_err(map_err)?;
-        while let Some(row) = rows.next().map_err(map_err)? {
-            let mut values = Vec::with_capacity(columns.len());
-            for i in 0..columns.len() {
-                values.push(match row.get_ref(i).map_err(map_err)? {
-                    ValueRef::Null => Value::Null,
-                    ValueRef::Integer(i) => Value::Integer(i),
-                    ValueRef::Real(f) => Value::Real(f),
-                    ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-                    ValueRef::Blob(b) => Value::Blob(b.to_vec()),
-                });
-            }
-            rows_out.push(values);
-        }
-        Ok(QueryResult {
-            columns,
-            rows: rows_out,
-        })
+        self.with_conn(|conn| run_statement(conn, statement, params))
     }
 
     pub fn last_insert_rowid(&self) -> i64 {
-        self.conn().last_insert_rowid()
+        self.with_conn(Connection::last_insert_rowid)
     }
 
     pub fn changes(&self) -> u64 {
-        self.conn().changes()
+        self.with_conn(Connection::changes)
+    }
+
+    /// `f` on the connection without blocking the caller's thread: inline
+    /// when the connection is free, otherwise (a statement of another guest
+    /// task still holds it) on a blocking thread.
+    pub async fn with_conn_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> T + Send + 'static,
+    ) -> T {
+        if let Ok(guard) = self.0.conn.try_lock() {
+            return f(guard.as_ref().expect("present until drop"));
+        }
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.with_conn(f)).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 }
 
-impl Drop for PooledConnection {
+fn run_statement(
+    conn: &Connection,
+    statement: &str,
+    params: Vec<Value>,
+) -> Result<QueryResult, SqlError> {
+    let mut stmt = conn.prepare_cached(statement).map_err(map_err)?;
+    let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let params = params.into_iter().map(|v| match v {
+        Value::Integer(i) => SqlValue::Integer(i),
+        Value::Real(f) => SqlValue::Real(f),
+        Value::Text(s) => SqlValue::Text(s),
+        Value::Blob(b) => SqlValue::Blob(b),
+        Value::Null => SqlValue::Null,
+    });
+    let mut rows_out = Vec::new();
+    let mut size = 0usize;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(params))
+        .map_err(map_err)?;
+    while let Some(row) = rows.next().map_err(map_err)? {
+        let mut values = Vec::with_capacity(columns.len());
+        size += std::mem::size_of::<Vec<Value>>();
+        for i in 0..columns.len() {
+            let value = row.get_ref(i).map_err(map_err)?;
+            size += std::mem::size_of::<Value>()
+                + match value {
+                    ValueRef::Text(b) | ValueRef::Blob(b) => b.len(),
+                    _ => 0,
+                };
+            // Checked before copying, so one huge value is not copied either.
+            if size > MAX_RESULT_BYTES {
+                return Err(SqlError::Io(format!(
+                    "query result exceeds the host's limit of {} MiB for one statement; \
+                     select fewer rows or smaller values (LIMIT, paging)",
+                    MAX_RESULT_BYTES >> 20
+                )));
+            }
+            values.push(match value {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(i) => Value::Integer(i),
+                ValueRef::Real(f) => Value::Real(f),
+                ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+            });
+        }
+        rows_out.push(values);
+    }
+    Ok(QueryResult {
+        columns,
+        rows: rows_out,
+    })
+}
+
+impl Drop for Checkout {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        let conn = self
+            .conn
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(conn) = conn {
             if !conn.is_autocommit() && conn.execute_batch("ROLLBACK").is_err() {
                 return; // a connection we cannot reset is not reused
             }
@@ -212,5 +290,60 @@ pub fn default_path(state_dir: &std::path::Path, label: &str) -> PathBuf {
         state_dir.join("sqlite_db.db")
     } else {
         state_dir.join(format!("sqlite_db_{label}.db"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh database file, removed afterwards.
+    struct TempDb(PathBuf, Arc<Database>);
+    impl TempDb {
+        fn new() -> TempDb {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "rh-sql-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let db = Database::new(dir.join("t.db")).unwrap();
+            TempDb(dir, db)
+        }
+    }
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// `n` rows of `expr`, without a table.
+    fn rows_of(expr: &str, n: u64) -> String {
+        format!(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT {n}) \
+             SELECT {expr} FROM c"
+        )
+    }
+
+    #[test]
+    fn results_past_the_cap_fail_naming_it() {
+        let t = TempDb::new();
+        let conn = t.1.checkout().unwrap();
+        // 100 rows of 1 MiB: more than the 64 MiB the host holds for a guest.
+        let err = conn
+            .execute(&rows_of("zeroblob(1048576)", 100), vec![])
+            .err()
+            .expect("a result past the cap fails");
+        let SqlError::Io(message) = err else {
+            panic!("{err:?}")
+        };
+        assert!(message.contains("64 MiB"), "{message}");
+        // Many tiny rows count too (each value costs memory, not just bytes).
+        assert!(conn.execute(&rows_of("NULL", 4_000_000), vec![]).is_err());
+        // Below the cap all is well, and the connection is still usable.
+        let r = conn.execute(&rows_of("x", 1000), vec![]).unwrap();
+        assert_eq!(r.rows.len(), 1000);
+        assert_eq!(r.rows[999], vec![Value::Integer(1000)]);
     }
 }
