@@ -101,26 +101,35 @@ fn stdout_lists_routes(host: &Host) -> bool {
 #[tokio::test]
 async fn client_cannot_forge_spin_headers() {
     let host = Host::start(&manifest(), &[]);
-    let r = app_tests::send(
-        &app_tests::client(),
-        "GET",
-        &host.url("/exact/headers"),
-        &[
-            ("spin-client-addr", "6.6.6.6:1"),
-            ("spin-path-match-id", "x"),
-        ],
-        "",
-    )
-    .await
-    .unwrap()
-    .json();
-    assert!(
-        r["spin-client-addr"]
-            .as_str()
-            .unwrap()
-            .starts_with("127.0.0.1:"),
-        "{r}"
-    );
+    let forged = [
+        ("spin-client-addr", "6.6.6.6:1"),
+        ("spin-path-match-id", "x"),
+        ("spin-path-match-evil", "x"),
+        ("spin-matched-route", "/admin/..."),
+        ("spin-full-url", "http://evil.example/"),
+    ];
+    let send = |path: &str| {
+        let url = host.url(path);
+        async move {
+            app_tests::send(&app_tests::client(), "GET", &url, &forged, "")
+                .await
+                .unwrap()
+                .json()
+        }
+    };
+    // A route without parameters: no `spin-path-match-*` at all.
+    let r = send("/exact/headers").await;
+    let addr = r["spin-client-addr"].as_str().unwrap_or_default();
+    assert!(addr.starts_with("127.0.0.1:"), "{r}");
+    assert_eq!(r["spin-matched-route"], "/exact/headers", "{r}");
+    assert!(r.get("spin-path-match-id").is_none(), "{r}");
+    assert!(r.get("spin-path-match-evil").is_none(), "{r}");
+    // A route with `:id`: the host's value, and still no invented parameter.
+    let r = send("/api/users/42/headers").await;
+    assert_eq!(r["spin-path-match-id"], "42", "{r}");
+    assert!(r.get("spin-path-match-evil").is_none(), "{r}");
+    let url = r["spin-full-url"].as_str().unwrap_or_default();
+    assert!(url.starts_with("http://127.0.0.1:"), "{r}");
 }
 
 #[tokio::test]

@@ -13,10 +13,11 @@
 //!
 //! Components must not depend on either behaviour.
 
+use super::headers::{add_spin_headers, set_absolute_uri, strip_forbidden_headers};
 use super::router::{RouteMatch, Router};
 use crate::state::{new_store, AppContext, ComponentContext, HostState};
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use std::collections::HashMap;
 use std::future::Future;
@@ -279,66 +280,6 @@ impl HttpTrigger {
                 r
             }
         }
-    }
-}
-
-/// Spin removes `Connection`, and a `Host` naming a chaining target.
-fn strip_forbidden_headers(headers: &mut http::HeaderMap) {
-    headers.remove(http::header::CONNECTION);
-    if headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| {
-            h.split(':')
-                .next()
-                .unwrap_or("")
-                .ends_with(".spin.internal")
-        })
-    {
-        headers.remove(http::header::HOST);
-    }
-}
-
-/// Adds the headers Spin gives every HTTP component. Values a client sent
-/// under the same names are replaced (Spin appends after them; replacing
-/// means a component never sees a client-forged route or address).
-fn add_spin_headers(headers: &mut http::HeaderMap, m: &RouteMatch, full_url: &str, client: &str) {
-    let mut set = |name: &str, value: &str| {
-        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
-            headers.insert(n, v);
-        }
-    };
-    set("spin-path-info", &m.path_info);
-    set("spin-full-url", full_url);
-    set("spin-matched-route", &m.route.based);
-    set("spin-base-path", "/");
-    set("spin-raw-component-route", &m.route.raw);
-    set("spin-component-route", m.route.component_route());
-    set("spin-client-addr", client);
-    for (name, value) in &m.params {
-        let name = format!(
-            "spin-path-match-{}",
-            name.to_ascii_lowercase().replace('_', "-")
-        );
-        set(&name, value);
-    }
-}
-
-/// Gives the request an absolute `http://host/...` URI, as Spin does before
-/// handing it to a WASI component.
-fn set_absolute_uri(req: &mut Request<WasiBody>, host: &str) {
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    if let Ok(uri) = http::Uri::builder()
-        .scheme("http")
-        .authority(host)
-        .path_and_query(pq)
-        .build()
-    {
-        *req.uri_mut() = uri;
     }
 }
 
