@@ -25,21 +25,18 @@ use std::time::Duration;
 pub enum Capability {
     KeyValue,
     Sqlite,
-    Redis,
     OutboundHttp,
     /// Deliveries of messages to triggered components.
     Messages,
 }
 
 impl Capability {
-    pub const NAMES: [&'static str; 5] =
-        ["key-value", "sqlite", "redis", "outbound-http", "messages"];
+    pub const NAMES: [&'static str; 4] = ["key-value", "sqlite", "outbound-http", "messages"];
 
     fn parse(name: &str) -> Result<Capability> {
         Ok(match name {
             "key-value" => Capability::KeyValue,
             "sqlite" => Capability::Sqlite,
-            "redis" => Capability::Redis,
             "outbound-http" => Capability::OutboundHttp,
             "messages" => Capability::Messages,
             other => bail!(
@@ -53,7 +50,6 @@ impl Capability {
         match self {
             Capability::KeyValue => "key-value",
             Capability::Sqlite => "sqlite",
-            Capability::Redis => "redis",
             Capability::OutboundHttp => "outbound-http",
             Capability::Messages => "messages",
         }
@@ -268,7 +264,7 @@ mod tests {
     #[test]
     fn every_form_parses() {
         let f = Faults::parse(
-            "key-value=0.05, sqlite=busy:1%,outbound-http=latency:200ms,redis=fail:1,messages=latency:1s@50%",
+            "key-value=0.05, sqlite=busy:1%,outbound-http=latency:200ms,messages=fail:1,messages=latency:1s@50%",
         )
         .unwrap();
         assert_eq!(f.rules.len(), 5);

@@ -398,7 +398,7 @@ async fn open_stores(
                 "a component uses SQLite database `{label}`, which has no backend: only `default` exists without configuration; add `[sqlite_database.{label}]` to a runtime-config file (--runtime-config-file)"
             ),
         };
-        dbs.insert(label, Database::new(path)?);
+        dbs.insert(label, Database::new(path, faults.clone())?);
     }
     Ok((kv, dbs))
 }

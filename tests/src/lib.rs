@@ -176,6 +176,11 @@ impl Host {
         Ok(())
     }
 
+    /// The host's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
     }

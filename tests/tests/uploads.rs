@@ -1099,3 +1099,64 @@ async fn chunks_of_an_upload_cut_off_by_a_crash_are_swept_later() {
     assert_eq!(left, [format!("upload:{id}:chunk:0")]);
     assert_eq!(upload_rows(&host), 1);
 }
+
+/// Like [`post_expecting`], the body written in pieces of `piece` bytes,
+/// each flushed on its own (a slow or fragmenting network), without
+/// `Expect`.
+async fn post_in_pieces(
+    host: &Host,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    piece: usize,
+) -> RawReply {
+    let stream = open_request(host, token, headers).await;
+    stream.set_nodelay(true).unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let sending = tokio::spawn(async move {
+        for p in body.chunks(piece) {
+            if writer.write_all(p).await.is_err() || writer.flush().await.is_err() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        writer
+    });
+    let mut buf = Vec::new();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(60),
+        read_response(&mut reader, &mut buf),
+    )
+    .await
+    .expect("a final response");
+    sending.abort();
+    reply
+}
+
+#[tokio::test]
+async fn the_answer_does_not_depend_on_how_the_body_arrives() {
+    let host = start(&[]);
+    let (_, ada) = register_ok(&host, "Ada", "ada@example.com").await;
+    let png = file("png", 3000);
+    let text = file("text", 64 * 1024);
+    for piece in [1, 2, 7, 100, 1460, 16 * 1024, 64 * 1024] {
+        for (bytes, name, status) in [(&png, "a.png", 201), (&text, "x.gif", 415)] {
+            let body = form(&[("file", Some(name), "image/gif", bytes)]);
+            let length = body.len().to_string();
+            let headers = [
+                ("content-type", form_type()),
+                ("content-length", length.clone()),
+            ];
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let r = post_in_pieces(&host, &ada, &headers, body, piece).await;
+            assert_eq!(
+                r.status,
+                status,
+                "{name} in pieces of {piece}: {}{}",
+                r.head,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+    }
+}

@@ -12,6 +12,11 @@
 //!   `cargo test` (e.g. a test name filter).
 //! - `bench [--quick]`: `build`, then load-tests the host with `wrk` and
 //!   writes `docs/benchmarks.md`.
+//! - `soak [--minutes N]`: `build`, then N minutes (default 10) of mixed
+//!   traffic with faults injected, reporting memory, files, descriptors and
+//!   keys at start and end (`tests/tests/soak.rs`; not part of `test`).
+//! - `fuzz [--iterations N]`: the fuzz targets (`fuzz_*` tests) with a long
+//!   campaign each (default 1,000,000 inputs); `test` runs them briefly.
 
 mod bench;
 
@@ -55,12 +60,24 @@ fn run() -> Result<()> {
             }
             bench::run(&root, rest.iter().any(|a| a == "--quick"))
         }
+        "soak" => {
+            build(&root)?;
+            let minutes = flag_value(rest, "--minutes").unwrap_or("10");
+            soak(&root, minutes)
+        }
+        "fuzz" => fuzz(&root, flag_value(rest, "--iterations").unwrap_or("1000000")),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <build | up [-- runtime-host args] | test [-- cargo test args] | bench [--quick] [--no-build]>");
+            println!("usage: cargo xtask <build | up [-- runtime-host args] | test [-- cargo test args] | bench [--quick] [--no-build] | soak [--minutes N] | fuzz [--iterations N]>");
             Ok(())
         }
         other => bail!("unknown task `{other}`; try `cargo xtask help`"),
     }
+}
+
+/// The value after `name` in `args`.
+fn flag_value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).map(String::as_str)
 }
 
 fn workspace_root() -> PathBuf {
@@ -286,6 +303,44 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .args(extra)
         .env("APP_TARGET_DIR", target_dir(root));
     run_cmd(&mut cmd)
+}
+
+/// The soak test: long mixed traffic with faults, a report at the end.
+fn soak(root: &Path, minutes: &str) -> Result<()> {
+    let minutes: u64 = minutes
+        .parse()
+        .with_context(|| format!("--minutes `{minutes}` is not a whole number"))?;
+    ensure_redis()?;
+    run_cmd(
+        cargo()
+            .current_dir(root)
+            .args(["test", "--release", "-p", "app-tests", "--test", "soak"])
+            .args(["--", "--ignored", "--nocapture"])
+            .env("SOAK_SECONDS", (minutes * 60).to_string())
+            .env("APP_TARGET_DIR", target_dir(root)),
+    )
+}
+
+/// Every `fuzz_*` target with a long random campaign.
+fn fuzz(root: &Path, iterations: &str) -> Result<()> {
+    let _: u64 = iterations
+        .parse()
+        .with_context(|| format!("--iterations `{iterations}` is not a whole number"))?;
+    // The host is a binary crate; the components' libraries are tested as
+    // libraries (their cdylib does not link natively).
+    let host = ["--bin", "runtime-host", "-p", "runtime-host"];
+    let libraries = ["--lib", "-p", "app-common", "-p", "uploads"];
+    for selection in [&host[..], &libraries[..]] {
+        run_cmd(
+            cargo()
+                .current_dir(root)
+                .args(["test", "--release"])
+                .args(selection)
+                .args(["fuzz_", "--", "--nocapture"])
+                .env("FUZZ_ITERATIONS", iterations),
+        )?;
+    }
+    Ok(())
 }
 
 /// Black-box tests start their own `redis-server`; make sure there is one.

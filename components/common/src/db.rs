@@ -32,20 +32,34 @@ pub fn column_int(row: &RowResult, table: &str, i: usize) -> Result<i64> {
 /// Opens the `default` database.
 pub fn open() -> Result<Connection> {
     Connection::open(DATABASE)
-        .map_err(|e| anyhow!("{e}"))
+        .map_err(anyhow::Error::new)
         .with_context(|| format!("open SQLite database `{DATABASE}`"))
 }
 
 /// Runs one statement; errors carry the statement (whitespace collapsed).
 pub fn exec(conn: &Connection, sql: &str, params: &[Value]) -> Result<QueryResult> {
     conn.execute(sql, params)
-        .map_err(|e| anyhow!("{e}"))
+        .map_err(anyhow::Error::new)
         .with_context(|| {
             format!(
                 "SQL `{}`",
                 sql.split_whitespace().collect::<Vec<_>>().join(" ")
             )
         })
+}
+
+/// Whether `error` is the database failing as a dependency (its lock held
+/// past the busy timeout, the backend unreachable) rather than a bug here,
+/// wherever it sits in the context chain. SQLite reports every failure as
+/// `io(message)`, so the message decides: constraint violations and SQL
+/// mistakes stay 500s.
+pub fn is_unavailable(error: &anyhow::Error) -> bool {
+    use spin_sdk::sqlite::Error as SqlError;
+    const TRANSIENT: [&str; 3] = ["database is locked", "database is busy", "unavailable"];
+    error.chain().any(|cause| match cause.downcast_ref::<SqlError>() {
+        Some(SqlError::Io(message)) => TRANSIENT.iter().any(|t| message.contains(t)),
+        _ => false,
+    })
 }
 
 /// Applies the migrations of `schema` newer than its recorded version.

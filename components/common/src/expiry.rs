@@ -125,7 +125,7 @@ fn sweep_keys(conn: &Connection, now: u64) -> Result<usize> {
     let keys: Vec<String> = rows.iter().map(|(k, _)| k.clone()).collect();
     let bucket = crate::kv::open_bucket()?;
     spin_sdk::wit::wasi::keyvalue::batch::delete_many(&bucket, &keys)
-        .map_err(|e| anyhow!("{e:?}"))
+        .map_err(anyhow::Error::new)
         .context("delete expired keys")?;
     db::transaction(conn, |conn| {
         for (key, expires_at) in &rows {

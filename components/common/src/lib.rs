@@ -14,6 +14,8 @@
 //! [`password`] (Argon2id, pure but slow), and the Spin halves of the
 //! modules above.
 
+#[cfg(test)]
+mod fuzz_tests;
 pub mod accounts;
 pub mod cache;
 pub mod config;

@@ -303,7 +303,7 @@ pub fn is_refused(token: &Verified) -> Result<bool> {
         &bucket,
         &[jti_key.clone(), user_key.clone()],
     )
-    .map_err(|e| anyhow!("{e:?}"))
+    .map_err(anyhow::Error::new)
     .context("key-value get-many of the token denylist")?;
     let now = crate::time::now_millis();
     let mut refused = false;

@@ -7,11 +7,11 @@
 //! request either stores every file it carries or none: on any failure the
 //! chunks written so far are removed ([`Batch::discard`]).
 
+use crate::form::{self, FileSink};
 use crate::intake::{remove_chunks, FileIntake, IntakeError, ReceivedFile};
 use crate::rules::{
     self, chunks_covering, content_disposition, etag, if_range_holds, is_form_data, none_match,
     parse_range, sanitize_name, stored_name, RangeRequest, CHUNK_SIZE, DEFAULT_UPLOAD_LIMIT,
-    MAX_FILES, MULTIPART_OVERHEAD,
 };
 use crate::store::{self, KvChunks, Upload};
 use anyhow::{anyhow, bail};
@@ -20,10 +20,8 @@ use app_common::error::Detail;
 use app_common::ids::{self, random_bytes};
 use app_common::metrics::{add_to_counter, record_business};
 use app_common::pagination::{decode_cursor, parse_limit, Page};
-use app_common::pipeline::BodyError;
 use app_common::time::{now_millis, rfc3339_millis};
 use app_common::{ApiError, ApiRequest, ApiResponse, Principal};
-use futures::StreamExt as _;
 use serde::Serialize;
 use spin_sdk::sqlite::Connection;
 
@@ -131,6 +129,18 @@ struct Batch<'a> {
     max_chunks: u64,
     done: Vec<(ReceivedFile, Option<String>)>,
     current: Option<(FileIntake, Option<String>)>,
+}
+
+impl FileSink for Batch<'_> {
+    fn begin(&mut self, name: Option<String>) -> Result<(), ApiError> {
+        Batch::begin(self, name)
+    }
+    fn push(&mut self, bytes: &[u8]) -> Result<(), ApiError> {
+        Batch::push(self, bytes)
+    }
+    fn finish(&mut self) -> Result<(), ApiError> {
+        Batch::finish(self)
+    }
 }
 
 impl<'a> Batch<'a> {
@@ -246,15 +256,6 @@ fn intake_error(e: IntakeError, name: Option<&str>) -> ApiError {
     }
 }
 
-fn form_error(e: multer::Error) -> ApiError {
-    if let multer::Error::StreamReadFailed(inner) = &e {
-        if let Some(body) = inner.downcast_ref::<BodyError>() {
-            return body.clone().into();
-        }
-    }
-    ApiError::bad_request(format!("the multipart/form-data body is malformed: {e}"))
-}
-
 /// `POST /api/uploads` (multipart `file` parts, or a raw body) → 201 with
 /// the stored upload (several: `{"items": [...]}`).
 pub async fn create(request: &ApiRequest, settings: &Settings) -> Result<ApiResponse, ApiError> {
@@ -298,86 +299,20 @@ pub async fn create(request: &ApiRequest, settings: &Settings) -> Result<ApiResp
 async fn receive(request: &ApiRequest, batch: &mut Batch<'_>, limit: u64) -> Result<(), ApiError> {
     let content_type = request.header("content-type").unwrap_or("").trim();
     if is_form_data(content_type) {
-        receive_form(request, batch, content_type, limit).await
+        form::read_form(request.body_stream(form::form_limit(limit))?, content_type, batch).await
     } else if content_type.to_ascii_lowercase().starts_with("multipart/") {
         Err(ApiError::unsupported_media_type(
             "multipart uploads must be multipart/form-data",
         ))
     } else {
-        receive_raw(request, batch, limit).await
+        // A raw body: the file itself, named by `Content-Disposition` or
+        // `X-File-Name`.
+        let name = rules::raw_file_name(
+            request.header("content-disposition"),
+            request.header("x-file-name"),
+        );
+        form::read_raw(request.body_stream(limit)?, name, batch).await
     }
-}
-
-/// A raw body: the file itself, named by `Content-Disposition` or
-/// `X-File-Name`.
-async fn receive_raw(
-    request: &ApiRequest,
-    batch: &mut Batch<'_>,
-    limit: u64,
-) -> Result<(), ApiError> {
-    let name = rules::raw_file_name(
-        request.header("content-disposition"),
-        request.header("x-file-name"),
-    );
-    let mut body = request.body_stream(limit)?;
-    batch.begin(name)?;
-    while let Some(bytes) = body.next().await {
-        batch.push(&bytes?)?;
-    }
-    batch.finish()
-}
-
-/// `multipart/form-data` with up to [`MAX_FILES`] parts named `file`.
-async fn receive_form(
-    request: &ApiRequest,
-    batch: &mut Batch<'_>,
-    content_type: &str,
-    limit: u64,
-) -> Result<(), ApiError> {
-    let boundary = multer::parse_boundary(content_type).map_err(|_| {
-        ApiError::bad_request("a multipart/form-data Content-Type needs a boundary parameter")
-    })?;
-    let body_limit = (MAX_FILES as u64)
-        .saturating_mul(limit)
-        .saturating_add(MULTIPART_OVERHEAD);
-    let mut form = multer::Multipart::new(request.body_stream(body_limit)?, boundary);
-    let mut files = 0;
-    while let Some(mut field) = form.next_field().await.map_err(form_error)? {
-        if field.name() != Some("file") {
-            let name = field
-                .name()
-                .unwrap_or("")
-                .chars()
-                .take(100)
-                .collect::<String>();
-            return Err(ApiError::validation(vec![Detail::field(
-                &name,
-                "unknown_field",
-                "the only form field accepted is `file`",
-            )]));
-        }
-        files += 1;
-        if files > MAX_FILES {
-            return Err(ApiError::validation(vec![Detail::field(
-                "file",
-                "too_many_files",
-                format!("at most {MAX_FILES} files per request"),
-            )]));
-        }
-        batch.begin(field.file_name().map(str::to_string))?;
-        while let Some(bytes) = field.chunk().await.map_err(form_error)? {
-            batch.push(&bytes)?;
-        }
-        batch.finish()?;
-    }
-    if files == 0 {
-        return Err(ApiError::validation(vec![Detail::field(
-            "file",
-            "required",
-            "the form has no `file` part",
-        )]));
-    }
-    Ok(())
 }
 
 // ---- reads and deletes ----------------------------------------------------------

@@ -14,6 +14,7 @@
 //! Rules (types, names, ranges) are in [`rules`], the streaming intake of
 //! one file in [`intake`], storage in [`store`].
 
+mod form;
 mod handlers;
 mod intake;
 mod rules;

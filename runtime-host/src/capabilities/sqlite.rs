@@ -13,6 +13,7 @@
 //! connection returned with an open transaction is rolled back first.
 //! Files use WAL, so a committed transaction survives the host being killed.
 
+use crate::faults::{Capability, Faults};
 use anyhow::{Context as _, Result};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::Connection;
@@ -47,16 +48,19 @@ pub struct QueryResult {
 pub struct Database {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// `--faults sqlite=...`, applied to every statement.
+    faults: Arc<Faults>,
 }
 
 /// How many idle connections a database keeps for reuse.
 const MAX_IDLE: usize = 32;
 
 impl Database {
-    pub fn new(path: PathBuf) -> Result<Arc<Database>> {
+    pub fn new(path: PathBuf, faults: Arc<Faults>) -> Result<Arc<Database>> {
         let db = Database {
             path,
             idle: Mutex::new(Vec::new()),
+            faults,
         };
         // Open one connection now so a bad path fails at start, not on the
         // first request.
@@ -151,6 +155,11 @@ impl PooledConnection {
     }
 
     fn execute_now(&self, statement: &str, params: Vec<Value>) -> Result<QueryResult, SqlError> {
+        self.0
+            .db
+            .faults
+            .on_blocking_call(Capability::Sqlite)
+            .map_err(|fault| SqlError::Io(fault.to_string()))?;
         self.with_conn(|conn| run_statement(conn, statement, params))
     }
 
@@ -308,7 +317,7 @@ mod tests {
                 std::process::id(),
                 N.fetch_add(1, Ordering::Relaxed)
             ));
-            let db = Database::new(dir.join("t.db")).unwrap();
+            let db = Database::new(dir.join("t.db"), Arc::default()).unwrap();
             TempDb(dir, db)
         }
     }

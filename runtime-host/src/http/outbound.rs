@@ -225,6 +225,31 @@ impl WasiHttpHooks for OutboundHooks {
         options: Option<RequestOptions>,
         _response_io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let sent = self.route(request, options);
+        let faults = self.app.faults.clone();
+        if faults.is_empty() {
+            return sent;
+        }
+        // `--faults outbound-http=...`: delayed, or refused before anything is sent.
+        Box::new(async move {
+            faults
+                .on_call(crate::faults::Capability::OutboundHttp)
+                .await
+                .map_err(|_| HttpError::ConnectionRefused)?;
+            Box::into_pin(sent).await
+        })
+    }
+}
+
+impl OutboundHooks {
+    /// Sends `request` where it is going: another component (service
+    /// chaining), this app's own listener, or the network, each only if
+    /// `allowed_outbound_hosts` says so.
+    fn route(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
         let uri = request.uri().clone();
         let scheme = uri.scheme_str().unwrap_or("http").to_string();
         let host = uri.host().unwrap_or("").to_string();

@@ -70,6 +70,12 @@ impl MessageHandler {
 
     /// Runs the handler once; `Err` carries what to retry or dead-letter with.
     pub async fn handle(&self, payload: Vec<u8>) -> Result<(), String> {
+        // `--faults messages=...`: the delivery fails as a crashed handler would.
+        self.app
+            .faults
+            .on_call(crate::faults::Capability::Messages)
+            .await
+            .map_err(|fault| fault.to_string())?;
         let mut store = new_store(&self.engine, &self.app, &self.component);
         store.data_mut().start_request();
         let outcome = match &self.pre {
