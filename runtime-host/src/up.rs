@@ -9,9 +9,9 @@ use crate::capabilities::key_value::{self, FaultyStore, KeyValueStores, SqliteKe
 use crate::capabilities::redis::{EmbeddedRedis, RedisProvider};
 use crate::capabilities::sqlite::{self, Database, Databases};
 use crate::engine::{self, EngineOptions, EpochTicker};
+use crate::faults::Faults;
 use crate::http::outbound::OutboundRules;
 use crate::http::router::{RouteDecl, Router};
-use crate::faults::Faults;
 use crate::http::server;
 use crate::http::trigger::{HttpTrigger, PreparedComponent, TriggerOptions};
 use crate::manifest::{App, RouteSpec};

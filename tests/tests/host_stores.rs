@@ -158,11 +158,13 @@ async fn counter_updates_keep_the_write_ahead_log_bounded() {
     let client = app_tests::client();
     for i in 0..UPDATES {
         let url = host.url(&format!("/incr/default/counter-{}", i % 4));
-        let r = app_tests::send(&client, "POST", &url, &[], "").await.unwrap();
+        let r = app_tests::send(&client, "POST", &url, &[], "")
+            .await
+            .unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    let wal = std::fs::metadata(host.state_dir().join("sqlite_key_value.db-wal"))
-        .map_or(0, |m| m.len());
+    let wal =
+        std::fs::metadata(host.state_dir().join("sqlite_key_value.db-wal")).map_or(0, |m| m.len());
     assert!(wal <= BOUND, "the write-ahead log grew to {wal} bytes");
     let r = request("POST", &host.url("/incr/default/counter-0?by=0"), "").await;
     assert_eq!(r.json(), (UPDATES / 4) as i64);

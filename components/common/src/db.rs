@@ -56,10 +56,12 @@ pub fn exec(conn: &Connection, sql: &str, params: &[Value]) -> Result<QueryResul
 pub fn is_unavailable(error: &anyhow::Error) -> bool {
     use spin_sdk::sqlite::Error as SqlError;
     const TRANSIENT: [&str; 3] = ["database is locked", "database is busy", "unavailable"];
-    error.chain().any(|cause| match cause.downcast_ref::<SqlError>() {
-        Some(SqlError::Io(message)) => TRANSIENT.iter().any(|t| message.contains(t)),
-        _ => false,
-    })
+    error
+        .chain()
+        .any(|cause| match cause.downcast_ref::<SqlError>() {
+            Some(SqlError::Io(message)) => TRANSIENT.iter().any(|t| message.contains(t)),
+            _ => false,
+        })
 }
 
 /// Applies the migrations of `schema` newer than its recorded version.

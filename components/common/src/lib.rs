@@ -14,8 +14,6 @@
 //! [`password`] (Argon2id, pure but slow), and the Spin halves of the
 //! modules above.
 
-#[cfg(test)]
-mod fuzz_tests;
 pub mod accounts;
 pub mod cache;
 pub mod config;
@@ -25,6 +23,8 @@ pub mod encoding;
 pub mod error;
 pub mod events;
 pub mod expiry;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod headers;
 pub mod ids;
 pub mod json;

@@ -299,7 +299,12 @@ pub async fn create(request: &ApiRequest, settings: &Settings) -> Result<ApiResp
 async fn receive(request: &ApiRequest, batch: &mut Batch<'_>, limit: u64) -> Result<(), ApiError> {
     let content_type = request.header("content-type").unwrap_or("").trim();
     if is_form_data(content_type) {
-        form::read_form(request.body_stream(form::form_limit(limit))?, content_type, batch).await
+        form::read_form(
+            request.body_stream(form::form_limit(limit))?,
+            content_type,
+            batch,
+        )
+        .await
     } else if content_type.to_ascii_lowercase().starts_with("multipart/") {
         Err(ApiError::unsupported_media_type(
             "multipart uploads must be multipart/form-data",

@@ -488,7 +488,9 @@ mod tests {
     async fn the_write_ahead_log_stays_bounded_under_counters() {
         let (dir, kv) = store();
         for i in 0..12_000u32 {
-            kv.increment(&format!("counter:{}", i % 8), 1).await.unwrap();
+            kv.increment(&format!("counter:{}", i % 8), 1)
+                .await
+                .unwrap();
         }
         let wal = wal_bytes(&dir);
         assert!(wal <= MAX_WAL_BYTES, "the WAL grew to {wal} bytes");
@@ -500,7 +502,9 @@ mod tests {
     async fn the_write_ahead_log_stays_bounded_under_mixed_writes() {
         let (dir, kv) = store();
         for i in 0..12_000u32 {
-            kv.set(&format!("key:{}", i % 16), &i.to_le_bytes()).await.unwrap();
+            kv.set(&format!("key:{}", i % 16), &i.to_le_bytes())
+                .await
+                .unwrap();
             if i % 3 == 0 {
                 assert!(kv.compare_and_swap("cas", None, b"x").await.unwrap());
                 kv.delete("cas").await.unwrap();
