@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the application described by a Spin manifest.
-    Up(up::UpCommand),
+    Up(Box<up::UpCommand>),
     /// List messages that failed every delivery attempt (JSON, one per line).
     DeadLetters {
         /// The state directory the host ran with.
