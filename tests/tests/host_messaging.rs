@@ -225,6 +225,47 @@ async fn real_redis_pub_sub_reconnects_after_a_restart() {
     );
 }
 
+/// In Redis mode a burst of slow messages runs at most 16 handlers at once
+/// (the host stops reading the subscription while every slot is busy), and
+/// every message is still handled.
+#[tokio::test]
+async fn redis_mode_bounds_the_handlers_running_at_once() {
+    const MESSAGES: usize = 40;
+    const BOUND: i64 = 16;
+    let redis = RedisServer::start();
+    let host = Host::start(&manifest(&redis.url()), &["--message-backend", "redis"]);
+    assert!(
+        eventually(WAIT, || async {
+            publish(&host, "events", "warm").await;
+            counter(&host, "handled").await == 1
+        })
+        .await
+    );
+    for i in 0..MESSAGES {
+        publish(&host, "events", &format!("slow{i}:hold:300")).await;
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            counter(&host, "handled").await == 1 + MESSAGES as i64
+        })
+        .await,
+        "not every message was handled:\n{}",
+        host.stderr()
+    );
+    let mut peak = 0;
+    for level in 1..=MESSAGES as i64 {
+        let r = app_tests::get(host.url(&format!("/kv/default/peak:{level}"))).await;
+        if r.status == 200 {
+            peak = level;
+        }
+    }
+    assert!(
+        (1..=BOUND).contains(&peak),
+        "{peak} handlers ran at once; the bound is {BOUND}"
+    );
+    assert_eq!(counter(&host, "active").await, 0);
+}
+
 fn kv_manifest() -> String {
     format!(
         r#"spin_manifest_version = 2
