@@ -533,7 +533,9 @@ async fn types_come_from_magic_bytes_and_names_are_sanitised() {
         .await;
         assert_eq!(
             (r.status, r.error_code().as_str()),
-            (415, "unsupported_media_type")
+            (415, "unsupported_media_type"),
+            "{name} as a form: {}",
+            String::from_utf8_lossy(&r.body)
         );
         let disposition = format!("attachment; filename=\"{name}\"");
         let r = post_expecting(

@@ -166,11 +166,51 @@ mod tests {
         BodyStream::from_chunks(futures::stream::iter(chunks), declared, form_limit(1 << 20))
     }
 
+    /// A stream that is not ready before each chunk (as a network is),
+    /// waking its reader at once.
+    struct Stuttering<S> {
+        inner: S,
+        ready: bool,
+    }
+
+    impl<S: futures::Stream + Unpin> futures::Stream for Stuttering<S> {
+        type Item = S::Item;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<S::Item>> {
+            if !self.ready {
+                self.ready = true;
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            self.ready = false;
+            std::pin::Pin::new(&mut self.inner).poll_next(cx)
+        }
+    }
+
     /// What reading `body` yields: the files, or the error's status, code
     /// and message.
     fn outcome(body: &[u8], pieces: &[usize]) -> Result<MemorySink, (u16, String)> {
+        let ready = outcome_of(stream(body, pieces));
+        let stuttering = outcome_of(BodyStream::from_chunks(
+            Stuttering {
+                inner: stream(body, pieces),
+                ready: false,
+            },
+            Some(body.len() as u64),
+            form_limit(1 << 20),
+        ));
+        assert_eq!(
+            ready, stuttering,
+            "a stream that is not always ready reads differently"
+        );
+        ready
+    }
+
+    fn outcome_of(body: BodyStream) -> Result<MemorySink, (u16, String)> {
         let mut sink = MemorySink::default();
-        match block_on(read_form(stream(body, pieces), TYPE, &mut sink)) {
+        match block_on(read_form(body, TYPE, &mut sink)) {
             Ok(()) => Ok(sink),
             Err(e) => Err((e.status, format!("{} {}", e.code, e.message))),
         }
