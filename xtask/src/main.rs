@@ -98,7 +98,7 @@ fn cargo() -> Command {
 }
 
 fn run_cmd(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
+    let shown = redact_secrets(&format!("{cmd:?}"));
     let status = cmd
         .status()
         .with_context(|| format!("cannot run {shown}"))?;
@@ -106,6 +106,22 @@ fn run_cmd(cmd: &mut Command) -> Result<()> {
         bail!("{shown} failed ({status})");
     }
     Ok(())
+}
+
+/// `shown` with the value of every secret variable argument hidden, so a
+/// failed command's message never prints a signing key.
+fn redact_secrets(shown: &str) -> String {
+    const SECRET: &str = "jwt_signing_key=";
+    let mut out = String::new();
+    let mut rest = shown;
+    while let Some(at) = rest.find(SECRET) {
+        out.push_str(&rest[..at + SECRET.len()]);
+        out.push_str("<secret>");
+        rest = &rest[at + SECRET.len()..];
+        rest = &rest[rest.find('"').unwrap_or(rest.len())..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn ensure_wasm_target() -> Result<()> {
@@ -387,4 +403,22 @@ fn which(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn failed_commands_never_show_the_signing_key() {
+        let shown = r#""runtime-host" "up" "--variable" "jwt_signing_key=dev-1:c2VjcmV0" "--variable" "jwt_public_keys=dev-1:cHVi""#;
+        let redacted = super::redact_secrets(shown);
+        assert!(!redacted.contains("c2VjcmV0"), "{redacted}");
+        assert!(
+            redacted.contains("jwt_signing_key=<secret>\""),
+            "{redacted}"
+        );
+        assert!(
+            redacted.contains("jwt_public_keys=dev-1:cHVi"),
+            "{redacted}"
+        );
+    }
 }
