@@ -355,12 +355,18 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_with_config("")
+    }
+
+    /// A server whose configuration file also holds `extra_config` lines
+    /// (e.g. an ACL rule).
+    pub fn start_with_config(extra_config: &str) -> RedisServer {
         let mut server = RedisServer {
             port: free_port(),
             dir: TempDir::new("redis"),
             child: None,
         };
-        server.spawn();
+        server.spawn(extra_config);
         server
     }
 
@@ -368,12 +374,19 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&mut self, extra_config: &str) {
+        let conf = self.dir.path().join("redis.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\n{extra_config}\n",
+                self.port,
+                self.dir.path().display()
+            ),
+        )
+        .expect("write redis.conf");
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
+            .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -386,6 +399,17 @@ impl RedisServer {
         }
     }
 
+    /// Runs `redis-cli` against this server; its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli (installed with redis-server)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -394,8 +418,13 @@ impl RedisServer {
     }
 
     pub fn restart(&mut self) {
+        self.restart_with_config("");
+    }
+
+    /// Restarts on the same port with other `extra_config` lines.
+    pub fn restart_with_config(&mut self, extra_config: &str) {
         self.stop();
-        self.spawn();
+        self.spawn(extra_config);
     }
 }
 

@@ -6,11 +6,10 @@
 mod orders_support;
 
 use app_tests::app::{self, register, register_ok, PASSWORD};
-use app_tests::{eventually, free_port, Host, RedisServer, Reply, TempDir};
+use app_tests::{eventually, Host, RedisServer, Reply, TempDir};
 use orders_support::*;
 use std::future::Future;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Only a hang detector: every answer must arrive well within it.
 const HANG: Duration = Duration::from_secs(10);
@@ -94,83 +93,6 @@ async fn a_stopped_key_value_store_is_a_prompt_503_and_liveness_stays_up() {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-/// A redis-server whose configuration can change between runs on one port
-/// (the harness's [`RedisServer`] always starts the same way).
-struct ConfiguredRedis {
-    port: u16,
-    dir: TempDir,
-    child: Option<Child>,
-}
-
-impl ConfiguredRedis {
-    fn start(extra_config: &str) -> ConfiguredRedis {
-        let mut r = ConfiguredRedis {
-            port: free_port(),
-            dir: TempDir::new("redis-acl"),
-            child: None,
-        };
-        r.spawn(extra_config);
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self, extra_config: &str) {
-        let conf = self.dir.path().join("redis.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\n{extra_config}\n",
-                self.port,
-                self.dir.path().display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn restart(&mut self, extra_config: &str) {
-        self.stop();
-        self.spawn(extra_config);
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli (installed with redis-server)");
-        assert!(out.status.success(), "{:?}", out);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for ConfiguredRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 async fn ready(host: &Host) -> Reply {
     bounded(
         "GET /health/ready",
@@ -185,7 +107,7 @@ async fn ready(host: &Host) -> Reply {
 /// created meanwhile must still reach its owner once the trigger is back.
 #[tokio::test]
 async fn after_a_redis_restart_ready_waits_for_the_subscription_and_no_event_is_lost() {
-    let mut redis = ConfiguredRedis::start("");
+    let mut redis = RedisServer::start();
     let host = start_with(
         &app::manifest_with_probe(),
         &[("redis_address", &redis.url())],
@@ -200,7 +122,7 @@ async fn after_a_redis_restart_ready_waits_for_the_subscription_and_no_event_is_
     create_ok(&host, &ada).await;
     wait_for_notifications(&host, &ada, 1).await;
 
-    redis.restart("user default on nopass ~* &* +@all -subscribe -psubscribe");
+    redis.restart_with_config("user default on nopass ~* &* +@all -subscribe -psubscribe");
     let unsubscribed = |r: &Reply| {
         r.status == 503
             && r.json()["error"]["message"]

@@ -234,7 +234,6 @@ async fn processed_event_claims_are_pruned_after_retention() {
     };
     let pruned = eventually(DEADLINE, || async {
         create_ok(&host, &ada).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
         left(&host) == 0
     })
     .await;

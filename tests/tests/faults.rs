@@ -20,6 +20,16 @@ fn heal(host: &mut Host) {
     host.restart();
 }
 
+/// A refused registration left nothing behind: healed, the address has no
+/// account and is free to register.
+async fn assert_no_account_was_left(host: &mut Host) {
+    heal(host);
+    let r = app::login(host, "ada@example.com", PASSWORD).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = app::register(host, "Ada", "ada@example.com", PASSWORD).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
 fn assert_unavailable(r: &app_tests::Reply, what: &str) {
     assert_eq!(r.status, 503, "{what}: {}", r.text());
     assert!(
@@ -44,12 +54,7 @@ async fn a_failing_key_value_store_is_a_503_and_liveness_stays_up() {
     let r = app::call(&host, "GET", "/health/ready", &[], "").await;
     assert_eq!(r.status, 503, "{}", r.text());
 
-    // Nothing was half-written: healed, the address is free to register.
-    heal(&mut host);
-    let r = app::login(&host, "ada@example.com", PASSWORD).await;
-    assert_eq!(r.status, 401, "{}", r.text());
-    let r = app::register(&host, "Ada", "ada@example.com", PASSWORD).await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    assert_no_account_was_left(&mut host).await;
 }
 
 #[tokio::test]
@@ -57,11 +62,7 @@ async fn a_locked_database_is_a_503_and_nothing_is_half_written() {
     let mut host = start_faulty("sqlite=busy:1");
     let r = app::register(&host, "Ada", "ada@example.com", PASSWORD).await;
     assert_unavailable(&r, "register");
-    heal(&mut host);
-    let r = app::login(&host, "ada@example.com", PASSWORD).await;
-    assert_eq!(r.status, 401, "{}", r.text());
-    let r = app::register(&host, "Ada", "ada@example.com", PASSWORD).await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    assert_no_account_was_left(&mut host).await;
 }
 
 #[tokio::test]
