@@ -8,7 +8,9 @@ use crate::rules::{MAX_FILES, MULTIPART_OVERHEAD};
 use app_common::error::Detail;
 use app_common::pipeline::{BodyError, BodyStream};
 use app_common::ApiError;
-use futures::StreamExt as _;
+use futures::{Stream, StreamExt as _};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 /// Where the files of one request go as they stream in.
 pub trait FileSink {
@@ -50,7 +52,7 @@ pub async fn read_form(
     let boundary = multer::parse_boundary(content_type).map_err(|_| {
         ApiError::bad_request("a multipart/form-data Content-Type needs a boundary parameter")
     })?;
-    let mut form = multer::Multipart::new(body, boundary);
+    let mut form = multer::Multipart::new(EndOnItsOwnLook::new(body), boundary);
     let mut files = 0;
     while let Some(mut field) = form.next_field().await.map_err(form_error)? {
         if field.name() != Some("file") {
@@ -83,6 +85,59 @@ pub async fn read_form(
         )]));
     }
     Ok(())
+}
+
+/// A stream whose end is never seen in the same look as data before it.
+///
+/// multer 3.1 looks at the stream twice while it seeks the first boundary,
+/// and if the second look drains the stream to its end it reports
+/// "incomplete multipart stream" without searching what that look read
+/// (rwf2/multer#70, unreleased). A body the host has fully buffered by then
+/// hits it: under load, a valid form was refused as malformed. So after
+/// data the end waits for a look of its own: the reader is woken and told
+/// "not yet" once.
+struct EndOnItsOwnLook<S> {
+    inner: S,
+    after_data: bool,
+    ended: bool,
+}
+
+impl<S> EndOnItsOwnLook<S> {
+    fn new(inner: S) -> Self {
+        EndOnItsOwnLook {
+            inner,
+            after_data: false,
+            ended: false,
+        }
+    }
+}
+
+impl<S: Stream + Unpin> Stream for EndOnItsOwnLook<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(item)) => {
+                self.after_data = true;
+                Poll::Ready(Some(item))
+            }
+            Poll::Ready(None) => {
+                self.ended = true;
+                if std::mem::take(&mut self.after_data) {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                self.after_data = false;
+                Poll::Pending
+            }
+        }
+    }
 }
 
 /// A failure of the body itself (too large, cut short) keeps its own
@@ -204,6 +259,25 @@ mod tests {
         assert_eq!(
             ready, stuttering,
             "a stream that is not always ready reads differently"
+        );
+        // Not ready at first, then everything at once: the request whose
+        // body the host had fully buffered by the second look (issue 11).
+        let mut first_look = true;
+        let mut everything = futures::stream::iter(vec![Ok(body.to_vec())]);
+        let late = outcome_of(BodyStream::from_chunks(
+            futures::stream::poll_fn(move |cx| {
+                if std::mem::take(&mut first_look) {
+                    cx.waker().wake_by_ref();
+                    return std::task::Poll::Pending;
+                }
+                everything.poll_next_unpin(cx)
+            }),
+            Some(body.len() as u64),
+            form_limit(1 << 20),
+        ));
+        assert_eq!(
+            ready, late,
+            "a body that arrives all at once, late, reads differently"
         );
         ready
     }
