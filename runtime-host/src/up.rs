@@ -206,11 +206,11 @@ impl UpCommand {
             },
         )?);
         let redis = match backend {
-            MessageBackend::Embedded => RedisProvider::Embedded(EmbeddedRedis::open(
-                &state_dir.join("redis.db"),
-                broker.clone(),
-            )?),
-            MessageBackend::Redis => RedisProvider::Real(Default::default()),
+            MessageBackend::Embedded => RedisProvider::embedded(
+                subscriptions.keys().cloned().collect(),
+                EmbeddedRedis::open(&state_dir.join("redis.db"), broker.clone())?,
+            ),
+            MessageBackend::Redis => RedisProvider::real(),
         };
 
         let app_ctx = Arc::new(AppContext {
@@ -311,8 +311,15 @@ impl UpCommand {
             match backend {
                 MessageBackend::Embedded => {
                     println!(
-                        "Messages: embedded broker ({})",
-                        state_dir.join("messages.db").display()
+                        "Messages: embedded broker ({}), standing in for Redis at {} (other Redis addresses are real servers)",
+                        state_dir.join("messages.db").display(),
+                        app_ctx
+                            .redis
+                            .embedded_addresses()
+                            .iter()
+                            .map(|a| crate::capabilities::redis_client::redacted(a))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     );
                     tokio::spawn(messaging::trigger::run_embedded(trigger, broker.clone()));
                 }

@@ -97,6 +97,62 @@ async fn embedded_publish_reaches_subscribers_and_retries_failures() {
     assert_eq!(app_tests::get(host.url("/redis/get/n")).await.json(), "2");
 }
 
+/// `execute` of `command` with `args` through the fixture, at `address`.
+async fn execute(host: &Host, address: &str, command: &str, args: &[&str]) -> app_tests::Reply {
+    request(
+        "POST",
+        host.url(&format!("/redis/execute/{command}?address={address}")),
+        args.join("\n"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn in_embedded_mode_other_redis_addresses_are_real_servers() {
+    let redis = RedisServer::start();
+    let host = Host::start(&manifest("redis://127.0.0.1:6399"), &[]);
+    assert!(
+        host.stdout()
+            .contains("standing in for Redis at redis://127.0.0.1:6399"),
+        "the banner says which address the embedded store answers:\n{}",
+        host.stdout()
+    );
+
+    // Any other address is the real server: commands the embedded store
+    // lacks work, and the data is in that server.
+    let r = execute(&host, &redis.url(), "APPEND", &["greeting", "hello"]).await;
+    assert_eq!(
+        (r.status, r.json()),
+        (200, serde_json::json!(["5"])),
+        "{}",
+        r.text()
+    );
+    let r = execute(&host, &redis.url(), "APPEND", &["greeting", " world"]).await;
+    assert_eq!(r.json(), serde_json::json!(["11"]));
+    assert_eq!(redis.cli(&["GET", "greeting"]).trim(), "hello world");
+
+    // The trigger address is the embedded store, which says what it is.
+    let r = execute(&host, "redis://127.0.0.1:6399", "APPEND", &["k", "v"]).await;
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text().contains("embedded") && r.text().contains("--message-backend redis"),
+        "{}",
+        r.text()
+    );
+    let r = execute(&host, "redis://127.0.0.1:6399", "SET", &["k", "v"]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        redis.cli(&["EXISTS", "k"]).trim(),
+        "0",
+        "the embedded store is not the real server"
+    );
+
+    // An address outside allowed_outbound_hosts is InvalidAddress, as in Spin.
+    let r = execute(&host, "redis://localhost:6399", "PING", &[]).await;
+    assert_eq!(r.status, 500);
+    assert!(r.text().contains("InvalidAddress"), "{}", r.text());
+}
+
 #[tokio::test]
 async fn always_failing_messages_are_dead_lettered() {
     let host = Host::start(

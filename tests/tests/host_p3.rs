@@ -1,17 +1,18 @@
 //! WASIp3 components (spin-sdk 7, `wasi:http/handler@0.3.0`): the same
 //! capabilities through the `spin:*@3` interfaces, and concurrent reuse.
 
-use app_tests::{get, request, wasm, Host};
+use app_tests::{get, request, wasm, Host, RedisServer};
 use std::time::{Duration, Instant};
 
-fn manifest() -> String {
+/// `redis` is the address outbound Redis calls go to (a real server).
+fn manifest(redis: &str) -> String {
     format!(
         r#"spin_manifest_version = 2
 [application]
 name = "p3"
 [variables]
 colour = {{ default = "teal" }}
-redis_address = {{ default = "redis://127.0.0.1:6399" }}
+redis_address = {{ default = "{redis}" }}
 [[trigger.http]]
 route = "/p3/..."
 component = "p3"
@@ -23,7 +24,7 @@ source = "{p3}"
 key_value_stores = ["default"]
 sqlite_databases = ["default"]
 variables = {{ colour = "{{{{ colour }}}}", redis_address = "{{{{ redis_address }}}}" }}
-allowed_outbound_hosts = ["redis://127.0.0.1:6399"]
+allowed_outbound_hosts = ["redis://127.0.0.1:*"]
 [component.p2]
 source = "{p2}"
 key_value_stores = ["default"]
@@ -35,7 +36,8 @@ key_value_stores = ["default"]
 
 #[tokio::test]
 async fn p3_components_use_every_capability() {
-    let host = Host::start(&manifest(), &[]);
+    let redis = RedisServer::start();
+    let host = Host::start(&manifest(&redis.url()), &[]);
     assert!(host.stdout().contains("[wasip3]"), "{}", host.stdout());
     let h = get(host.url("/p3/x/headers")).await.json();
     assert_eq!(h["spin-matched-route"], "/p3/...");
@@ -90,7 +92,7 @@ async fn p3_components_use_every_capability() {
     assert_eq!(r["columns"], serde_json::json!(["a", "b"]));
     assert_eq!(r["rows"], serde_json::json!([[1, "one"], [2, "two"]]));
 
-    // Outbound Redis through spin:redis@3.0.0 (embedded store).
+    // Outbound Redis through spin:redis@3.0.0, to the real server.
     assert_eq!(
         request("POST", host.url("/p3/redis/incr/n"), "")
             .await
@@ -103,11 +105,12 @@ async fn p3_components_use_every_capability() {
             .json(),
         2
     );
+    assert_eq!(redis.cli(&["GET", "n"]).trim(), "2");
 }
 
 #[tokio::test]
 async fn p3_instances_serve_requests_concurrently() {
-    let host = Host::start(&manifest(), &[]);
+    let host = Host::start(&manifest("redis://127.0.0.1:6399"), &[]);
     get(host.url("/p3/sleep?ms=1")).await; // warm up
     let started = Instant::now();
     let tasks: Vec<_> = (0..16)
@@ -126,7 +129,7 @@ async fn p3_instances_serve_requests_concurrently() {
 
 #[tokio::test]
 async fn parallel_p3_increments_are_exact() {
-    let host = Host::start(&manifest(), &["--fresh-instances"]);
+    let host = Host::start(&manifest("redis://127.0.0.1:6399"), &["--fresh-instances"]);
     let tasks: Vec<_> = (0..100)
         .map(|_| tokio::spawn(request("POST", host.url("/p3/incr/default/c"), "")))
         .collect();
@@ -145,7 +148,7 @@ async fn parallel_p3_increments_are_exact() {
 /// another request to the same (reused) p3 instance is answered meanwhile.
 #[tokio::test]
 async fn a_statement_waiting_on_a_lock_does_not_stall_the_instance() {
-    let manifest = manifest().replace(
+    let manifest = manifest("redis://127.0.0.1:6399").replace(
         "sqlite_databases = [\"default\"]",
         "sqlite_databases = [\"default\", \"marker\"]",
     );

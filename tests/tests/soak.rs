@@ -208,7 +208,7 @@ async fn mixed_traffic_with_faults_stays_bounded() {
                     app::authed(&host, "GET", "/api/orders?limit=5", &token)
                 })
                 .await;
-                if i % 10 == 0 {
+                if i.is_multiple_of(10) {
                     until_not_503(&tally, "/metrics", || {
                         app::call(&host, "GET", "/metrics", &[], "")
                     })

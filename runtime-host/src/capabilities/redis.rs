@@ -1,12 +1,15 @@
 //! Outbound Redis (`fermyon:spin/redis@2.0.0`, `spin:redis/redis@3.0.0`):
 //! one backend trait, two implementations.
 //!
-//! - [`EmbeddedRedis`] (default): strings and sets in a SQLite file under the
-//!   state dir, and `publish` hands the message to the embedded broker
-//!   ([`crate::messaging`]), so an app that publishes and subscribes runs with
-//!   nothing installed. Every address maps to this one store.
 //! - [`RealRedis`]: a connection manager per address (it reconnects after the
-//!   server restarts); chosen when the host runs in Redis messaging mode.
+//!   server restarts). Every address is a real Redis server, as under Spin.
+//! - [`EmbeddedRedis`]: strings and sets in a SQLite file under the state
+//!   dir, and `publish` hands the message to the embedded broker
+//!   ([`crate::messaging`]), so an app that publishes and subscribes runs with
+//!   nothing installed. It stands in only for the addresses the app's own
+//!   Redis triggers listen on, and only in embedded messaging mode (the
+//!   start-up banner says which); a command it does not implement fails
+//!   naming embedded mode and how to leave it.
 //!
 //! Every call to a real Redis server is bounded in time
 //! ([`super::redis_client`]): a stopped Redis fails the guest's call
@@ -64,31 +67,73 @@ pub trait RedisConnection: Send + Sync {
 }
 
 /// Opens connections by address for the whole host.
-pub enum RedisProvider {
-    Embedded(Arc<EmbeddedRedis>),
-    Real(RealRedisPool),
+#[derive(Default)]
+pub struct RedisProvider {
+    /// In embedded mode: the store that answers the app's trigger addresses.
+    embedded: Option<EmbeddedAddresses>,
+    real: RealRedisPool,
+}
+
+struct EmbeddedAddresses {
+    addresses: Vec<String>,
+    store: Arc<EmbeddedRedis>,
 }
 
 impl RedisProvider {
-    pub async fn open(&self, address: &str) -> RResult<Arc<dyn RedisConnection>> {
-        match self {
-            RedisProvider::Embedded(e) => Ok(e.clone()),
-            RedisProvider::Real(pool) => pool.open(address).await,
+    /// Every address is a real server.
+    pub fn real() -> RedisProvider {
+        RedisProvider::default()
+    }
+
+    /// `addresses` (the app's Redis trigger addresses) are answered by
+    /// `store`; any other address is a real server.
+    pub fn embedded(addresses: Vec<String>, store: Arc<EmbeddedRedis>) -> RedisProvider {
+        RedisProvider {
+            embedded: Some(EmbeddedAddresses {
+                addresses: addresses.iter().map(|a| same_address(a)).collect(),
+                store,
+            }),
+            real: RealRedisPool::default(),
         }
+    }
+
+    /// The addresses the embedded store answers (empty in Redis mode).
+    pub fn embedded_addresses(&self) -> &[String] {
+        self.embedded
+            .as_ref()
+            .map(|e| e.addresses.as_slice())
+            .unwrap_or_default()
+    }
+
+    pub async fn open(&self, address: &str) -> RResult<Arc<dyn RedisConnection>> {
+        if let Some(embedded) = &self.embedded {
+            if embedded.addresses.contains(&same_address(address)) {
+                return Ok(embedded.store.clone());
+            }
+        }
+        self.real.open(address).await
     }
 }
 
-/// Checks `address` against the component's `allowed_outbound_hosts`.
+/// An address as compared with the trigger's: a trailing `/` (an empty
+/// path) does not make it another server.
+fn same_address(address: &str) -> String {
+    address.trim().trim_end_matches('/').to_string()
+}
+
+/// Checks `address` against the component's `allowed_outbound_hosts`. A
+/// denied address is `InvalidAddress`, as in Spin; the log says why.
 pub fn check_allowed(component: &crate::state::ComponentContext, address: &str) -> RResult<()> {
     let (scheme, host, port) = address_parts(address)?;
     if component.outbound.allows(&scheme, &host, port) {
         return Ok(());
     }
-    tracing::info!(component = %component.id, %address, "outbound Redis denied: not in allowed_outbound_hosts");
-    Err(RedisError::Other(format!(
-        "{address} is not allowed: add it to allowed_outbound_hosts of component `{}`",
-        component.id
-    )))
+    tracing::warn!(
+        component = %component.id,
+        address = %super::redis_client::redacted(address),
+        "outbound Redis denied: add the address to the component's allowed_outbound_hosts"
+    );
+    Err(RedisError::InvalidAddress)
 }
 
 /// Host, port and scheme of a `redis://` address, for the allow-list check.
@@ -310,7 +355,7 @@ impl RedisConnection for EmbeddedRedis {
             }
             other => {
                 return Err(RedisError::Other(format!(
-                    "`{other}` is not supported by the embedded Redis store (PING, GET, SET, INCR, INCRBY, DEL, EXISTS, PUBLISH, PUBSUB NUMSUB are); run with real Redis for other commands"
+                    "`{other}` is not supported by the embedded Redis store, which answers the app's trigger address in embedded mode (it has PING, GET, SET, INCR, INCRBY, DEL, EXISTS, PUBLISH, PUBSUB NUMSUB); for other commands run a real Redis and start the host with --message-backend redis"
                 )))
             }
         };
