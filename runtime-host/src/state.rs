@@ -89,6 +89,7 @@ pub fn new_store(
 ) -> Store<HostState> {
     let mut wasi = WasiCtxBuilder::new();
     wasi.inherit_stdout().inherit_stderr();
+    crate::capabilities::sockets::configure(&mut wasi, component);
     for (k, v) in &component.environment {
         wasi.env(k, v);
     }

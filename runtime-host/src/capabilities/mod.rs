@@ -13,6 +13,7 @@ pub mod p2;
 pub mod p3;
 pub mod redis;
 pub mod redis_client;
+pub mod sockets;
 pub mod sqlite;
 
 use crate::state::HostState;

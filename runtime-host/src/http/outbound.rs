@@ -29,6 +29,8 @@ enum HostPattern {
     Exact(String),
     Subdomain(String), // ".example.com"
     ToSelf,
+    /// An IP range (`10.0.0.0/8`, `2001:db8::/32`): matches IP addresses only.
+    Cidr(ipnet::IpNet),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +110,11 @@ impl OutboundRules {
                 HostPattern::Exact(h) => *h == host,
                 HostPattern::Subdomain(suffix) => host.ends_with(suffix.as_str()),
                 HostPattern::ToSelf => host == "self" || host == "self.alt",
+                HostPattern::Cidr(net) => host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| net.contains(&ip)),
             };
             // As Spin's `PortConfig::allows`: an address without a port uses
             // its scheme's well-known one; a scheme without one (`rediss`)
@@ -119,6 +126,23 @@ impl OutboundRules {
                     .is_some_and(|p| r.contains(&p)),
             };
             host_ok && port_ok
+        })
+    }
+
+    /// Whether some entry names a host by name (or any host), so looking
+    /// names up can lead somewhere allowed. Service chaining does not count:
+    /// it never leaves the host.
+    pub fn names_hosts(&self) -> bool {
+        self.allowed.iter().any(|a| match &a.host {
+            HostPattern::Any | HostPattern::Subdomain(_) => true,
+            HostPattern::Exact(h) => {
+                chaining_target(h).is_none()
+                    && h.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_err()
+            }
+            HostPattern::ToSelf | HostPattern::Cidr(_) => false,
         })
     }
 
@@ -146,14 +170,35 @@ fn parse_entry(entry: &str) -> Result<AllowedHost> {
         s => bail!("`{s}` is not a valid scheme"),
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains('/') {
-        bail!("an allowed host cannot contain a path");
-    }
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !rest.ends_with(']') => (h, Some(p)),
-        _ => (rest, None),
+    let (host, port) = match ip_range(rest) {
+        Some(range) => range,
+        None if rest.contains('/') => bail!("an allowed host cannot contain a path"),
+        None => match rest.rsplit_once(':') {
+            Some((h, p)) if !rest.ends_with(']') => (HostPattern::Exact(h.into()), Some(p)),
+            _ => (HostPattern::Exact(rest.into()), None),
+        },
     };
     let host = match host {
+        HostPattern::Exact(h) => host_pattern(&h)?,
+        range => range,
+    };
+    let port = port_pattern(scheme.as_deref(), port)?;
+    Ok(AllowedHost { scheme, host, port })
+}
+
+/// A CIDR range with or without a port, as Spin accepts them:
+/// `10.0.0.0/8`, `127.0.0.1/24:5000`, `2001:db8::/32:443`.
+fn ip_range(rest: &str) -> Option<(HostPattern, Option<&str>)> {
+    if let Ok(net) = rest.parse::<ipnet::IpNet>() {
+        return Some((HostPattern::Cidr(net.trunc()), None));
+    }
+    let (net, port) = rest.rsplit_once(':')?;
+    let net = net.parse::<ipnet::IpNet>().ok()?;
+    Some((HostPattern::Cidr(net.trunc()), Some(port)))
+}
+
+fn host_pattern(host: &str) -> Result<HostPattern> {
+    Ok(match host {
         "*" => HostPattern::Any,
         "self" | "self.alt" => HostPattern::ToSelf,
         h if h.starts_with("*.") => {
@@ -166,9 +211,12 @@ fn parse_entry(entry: &str) -> Result<AllowedHost> {
         h if h.contains('*') => bail!("`*` may only be a whole host or a `*.` prefix"),
         "" => bail!("missing host"),
         h => HostPattern::Exact(h.to_ascii_lowercase()),
-    };
-    let port = match port {
-        None | Some("") => match scheme.as_deref().and_then(well_known_port) {
+    })
+}
+
+fn port_pattern(scheme: Option<&str>, port: Option<&str>) -> Result<PortPattern> {
+    Ok(match port {
+        None | Some("") => match scheme.and_then(well_known_port) {
             Some(p) => PortPattern::Range(p..p + 1),
             None => {
                 bail!("no port given and the scheme has no well-known port; add `:PORT` or `:*`")
@@ -186,8 +234,7 @@ fn parse_entry(entry: &str) -> Result<AllowedHost> {
                 PortPattern::Range(p..p.saturating_add(1))
             }
         },
-    };
-    Ok(AllowedHost { scheme, host, port })
+    })
 }
 
 /// The component id a `*.spin.internal` authority names, if it is one.
@@ -378,6 +425,29 @@ mod tests {
         .unwrap_err();
         assert!(format!("{e:#}").contains("well-known port"), "{e:#}");
         assert!(rules(&["redis://cache.example.com"]).allows("redis", "cache.example.com", None));
+    }
+
+    #[test]
+    fn ip_ranges_as_in_spin() {
+        let r = rules(&[
+            "*://127.0.0.1/24:5000",
+            "http://10.0.0.0/8",
+            "tcp://2001:db8::/32:443",
+        ]);
+        assert!(r.allows("tcp", "127.0.0.9", Some(5000)));
+        assert!(!r.allows("tcp", "127.0.1.9", Some(5000)));
+        assert!(!r.allows("tcp", "127.0.0.9", Some(5001)));
+        assert!(
+            !r.allows("tcp", "localhost", Some(5000)),
+            "a range matches addresses only"
+        );
+        assert!(r.allows("http", "10.20.30.40", None));
+        assert!(!r.allows("http", "10.20.30.40", Some(8080)));
+        assert!(r.allows("tcp", "[2001:db8::1]", Some(443)));
+        assert!(!r.allows("tcp", "[2001:db9::1]", Some(443)));
+        assert!(!r.allows("udp", "[2001:db8::1]", Some(443)));
+        let bad = OutboundRules::parse(&["http://10.0.0.0/8/x".into()], &[], |s| Ok(s.to_string()));
+        assert!(format!("{:#}", bad.unwrap_err()).contains("path"));
     }
 
     #[test]
