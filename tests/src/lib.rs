@@ -434,6 +434,82 @@ impl Drop for RedisServer {
     }
 }
 
+/// A `mosquitto` broker on a free loopback port that admits one user
+/// (`user` / `secret`) and nobody anonymous, stopped on drop.
+pub struct MqttBroker {
+    dir: TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl MqttBroker {
+    pub const USER: &'static str = "user";
+    pub const PASSWORD: &'static str = "secret";
+
+    pub fn start() -> MqttBroker {
+        let dir = TempDir::new("mosquitto");
+        let port = free_port();
+        let passwords = dir.path().join("passwords");
+        let made = Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(&passwords)
+            .args([Self::USER, Self::PASSWORD])
+            .output()
+            .expect("mosquitto_passwd (installed with mosquitto; cargo xtask test installs it)");
+        assert!(made.status.success(), "{made:?}");
+        let conf = dir.path().join("mosquitto.conf");
+        // As root, mosquitto would drop to its own user, who cannot read
+        // this directory: stay root (the broker is a throwaway).
+        let as_root = if unsafe { libc::geteuid() } == 0 {
+            "user root\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\n{as_root}",
+                passwords.display()
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let program = if Path::new("/usr/sbin/mosquitto").exists() {
+            "/usr/sbin/mosquitto"
+        } else {
+            "mosquitto"
+        };
+        let child = Command::new(program)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto must be installed (cargo xtask test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        MqttBroker { dir, port, child }
+    }
+
+    /// The address a component opens (`client_id` is required).
+    pub fn address(&self, client_id: &str) -> String {
+        format!("mqtt://127.0.0.1:{}?client_id={client_id}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for MqttBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Polls `check` until it returns true or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where

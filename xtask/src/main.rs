@@ -8,7 +8,7 @@
 //!   On first run it generates development token keys under
 //!   `<state-dir>/dev-keys/` and passes them as variables (and says so).
 //! - `test [-- ARGS]`: `build`, installs what black-box tests need
-//!   (`redis-server`), then runs every test of the workspace; ARGS go to
+//!   (`redis-server`, `mosquitto`), then runs every test of the workspace; ARGS go to
 //!   `cargo test` (e.g. a test name filter).
 //! - `bench [--quick]`: `build`, then load-tests the host with `wrk` and
 //!   writes `docs/benchmarks.md`.
@@ -300,7 +300,7 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
 }
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
-    ensure_redis()?;
+    ensure_test_servers()?;
     // The components' business rules, compiled natively. Only the library
     // test harness: a component's cdylib does not link for the host target.
     let components = packages_in(root, "components")?;
@@ -326,7 +326,7 @@ fn soak(root: &Path, minutes: &str) -> Result<()> {
     let minutes: u64 = minutes
         .parse()
         .with_context(|| format!("--minutes `{minutes}` is not a whole number"))?;
-    ensure_redis()?;
+    ensure_test_servers()?;
     run_cmd(
         cargo()
             .current_dir(root)
@@ -359,12 +359,19 @@ fn fuzz(root: &Path, iterations: &str) -> Result<()> {
     Ok(())
 }
 
-/// Black-box tests start their own `redis-server`; make sure there is one.
-fn ensure_redis() -> Result<()> {
-    if which("redis-server") {
-        return Ok(());
+/// The servers black-box tests start on their own: (program, Debian package).
+const TEST_SERVERS: &[(&str, &str)] =
+    &[("redis-server", "redis-server"), ("mosquitto", "mosquitto")];
+
+/// Black-box tests start their own `redis-server` and `mosquitto`; make
+/// sure they are installed.
+fn ensure_test_servers() -> Result<()> {
+    for (program, package) in TEST_SERVERS {
+        if !which(program) {
+            apt_install(package)?;
+        }
     }
-    apt_install("redis-server")
+    Ok(())
 }
 
 /// Installs a Debian package (as root, or with sudo), or explains how to.

@@ -7,8 +7,12 @@
 //! | key-value (p3) | `spin:key-value/key-value@3.0.0` |
 //! | variables | `fermyon:spin/variables@2.0.0`, `spin:variables/variables@3.0.0` |
 //! | sqlite    | `fermyon:spin/sqlite@2.0.0`, `spin:sqlite/sqlite@3.1.0` (serves 3.0.0 too) |
+//! | redis     | `fermyon:spin/redis@2.0.0`, `spin:redis/redis@3.0.0` |
+//! | mqtt      | `fermyon:spin/mqtt@2.0.0`, `spin:mqtt/mqtt@3.0.0` (all in [`mqtt`]) |
+//! | sockets   | `wasi:sockets` permissions (in [`sockets`]) |
 
 pub mod key_value;
+pub mod mqtt;
 pub mod p2;
 pub mod p3;
 pub mod redis;
@@ -22,5 +26,6 @@ use wasmtime::component::Linker;
 /// Adds every capability interface to the linker.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     p2::add_to_linker(linker)?;
-    p3::add_to_linker(linker)
+    p3::add_to_linker(linker)?;
+    mqtt::add_to_linker(linker)
 }

@@ -124,7 +124,8 @@ fn same_address(address: &str) -> String {
 /// Checks `address` against the component's `allowed_outbound_hosts`. A
 /// denied address is `InvalidAddress`, as in Spin; the log says why.
 pub fn check_allowed(component: &crate::state::ComponentContext, address: &str) -> RResult<()> {
-    let (scheme, host, port) = address_parts(address)?;
+    let (scheme, host, port) = crate::http::outbound::address_parts(address, &["redis", "rediss"])
+        .ok_or(RedisError::InvalidAddress)?;
     if component.outbound.allows(&scheme, &host, port) {
         return Ok(());
     }
@@ -134,20 +135,6 @@ pub fn check_allowed(component: &crate::state::ComponentContext, address: &str) 
         "outbound Redis denied: add the address to the component's allowed_outbound_hosts"
     );
     Err(RedisError::InvalidAddress)
-}
-
-/// Host, port and scheme of a `redis://` address, for the allow-list check.
-fn address_parts(address: &str) -> RResult<(String, String, Option<u16>)> {
-    let uri: http::Uri = address.parse().map_err(|_| RedisError::InvalidAddress)?;
-    let scheme = uri
-        .scheme_str()
-        .ok_or(RedisError::InvalidAddress)?
-        .to_string();
-    if scheme != "redis" && scheme != "rediss" {
-        return Err(RedisError::InvalidAddress);
-    }
-    let host = uri.host().ok_or(RedisError::InvalidAddress)?.to_string();
-    Ok((scheme, host, uri.port_u16()))
 }
 
 // ---- embedded ----------------------------------------------------------------

@@ -237,6 +237,15 @@ fn port_pattern(scheme: Option<&str>, port: Option<&str>) -> Result<PortPattern>
     })
 }
 
+/// Scheme, host and port of a `scheme://host[:port]...` address whose
+/// scheme is one of `schemes`, for the allow-list check (`None`: not such
+/// an address).
+pub fn address_parts(address: &str, schemes: &[&str]) -> Option<(String, String, Option<u16>)> {
+    let uri: http::Uri = address.parse().ok()?;
+    let scheme = uri.scheme_str().filter(|s| schemes.contains(s))?;
+    Some((scheme.to_string(), uri.host()?.to_string(), uri.port_u16()))
+}
+
 /// The component id a `*.spin.internal` authority names, if it is one.
 pub fn chaining_target(host: &str) -> Option<&str> {
     let (id, rest) = host.split_once('.')?;
