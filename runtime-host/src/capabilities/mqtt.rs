@@ -14,6 +14,7 @@
 //! Both interface versions convert to one [`MqttConnection`].
 
 use crate::state::HostState;
+use rumqttc::QoS;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Accessor, HasData, Linker, Resource};
@@ -28,13 +29,6 @@ pub enum MqttError {
     InvalidAddress,
     ConnectionFailed(String),
     Other(String),
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum Qos {
-    AtMostOnce,
-    AtLeastOnce,
-    ExactlyOnce,
 }
 
 /// One client's connection to a broker; connects on first publish.
@@ -75,13 +69,8 @@ impl MqttConnection {
         })
     }
 
-    async fn publish(&self, topic: String, payload: Vec<u8>, qos: Qos) -> Result<(), MqttError> {
-        use rumqttc::{Event, Incoming, Outgoing, QoS};
-        let qos = match qos {
-            Qos::AtMostOnce => QoS::AtMostOnce,
-            Qos::AtLeastOnce => QoS::AtLeastOnce,
-            Qos::ExactlyOnce => QoS::ExactlyOnce,
-        };
+    async fn publish(&self, topic: String, payload: Vec<u8>, qos: QoS) -> Result<(), MqttError> {
+        use rumqttc::{Event, Incoming, Outgoing};
         let delivered = async {
             self.client
                 .publish(topic, qos, false, payload)
@@ -151,13 +140,11 @@ impl From<MqttError> for v2::mqtt::Error {
     }
 }
 
-impl From<v2::mqtt::Qos> for Qos {
-    fn from(q: v2::mqtt::Qos) -> Self {
-        match q {
-            v2::mqtt::Qos::AtMostOnce => Qos::AtMostOnce,
-            v2::mqtt::Qos::AtLeastOnce => Qos::AtLeastOnce,
-            v2::mqtt::Qos::ExactlyOnce => Qos::ExactlyOnce,
-        }
+fn qos_v2(q: v2::mqtt::Qos) -> QoS {
+    match q {
+        v2::mqtt::Qos::AtMostOnce => QoS::AtMostOnce,
+        v2::mqtt::Qos::AtLeastOnce => QoS::AtLeastOnce,
+        v2::mqtt::Qos::ExactlyOnce => QoS::ExactlyOnce,
     }
 }
 
@@ -192,7 +179,7 @@ impl v2::mqtt::HostConnection for HostState {
     ) -> WResult<Result<(), v2::mqtt::Error>> {
         let conn = self.table.get(&this)?.0.clone();
         Ok(conn
-            .publish(topic, payload, qos.into())
+            .publish(topic, payload, qos_v2(qos))
             .await
             .map_err(Into::into))
     }
@@ -238,13 +225,11 @@ impl From<MqttError> for v3::mqtt::Error {
     }
 }
 
-impl From<v3::mqtt::Qos> for Qos {
-    fn from(q: v3::mqtt::Qos) -> Self {
-        match q {
-            v3::mqtt::Qos::AtMostOnce => Qos::AtMostOnce,
-            v3::mqtt::Qos::AtLeastOnce => Qos::AtLeastOnce,
-            v3::mqtt::Qos::ExactlyOnce => Qos::ExactlyOnce,
-        }
+fn qos_v3(q: v3::mqtt::Qos) -> QoS {
+    match q {
+        v3::mqtt::Qos::AtMostOnce => QoS::AtMostOnce,
+        v3::mqtt::Qos::AtLeastOnce => QoS::AtLeastOnce,
+        v3::mqtt::Qos::ExactlyOnce => QoS::ExactlyOnce,
     }
 }
 
@@ -290,7 +275,7 @@ impl v3::mqtt::HostConnectionWithStore<HostState> for Mqtt3 {
         let conn =
             acc.with(|mut a| Ok::<_, wasmtime::Error>(a.get().table.get(&this)?.0.clone()))?;
         Ok(conn
-            .publish(topic, payload, qos.into())
+            .publish(topic, payload, qos_v3(qos))
             .await
             .map_err(Into::into))
     }
