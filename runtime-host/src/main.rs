@@ -4,6 +4,7 @@
 mod capabilities;
 mod engine;
 mod faults;
+mod files;
 #[cfg(test)]
 mod fuzz_tests;
 mod http;

@@ -51,6 +51,9 @@ pub struct Component {
     pub key_value_stores: Vec<String>,
     pub sqlite_databases: Vec<String>,
     pub allowed_outbound_hosts: Vec<String>,
+    /// What the component may read from its filesystem ([`crate::files`]).
+    pub files: Vec<crate::files::FileMount>,
+    pub exclude_files: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,7 +159,6 @@ struct RawComponent {
     #[serde(default)]
     files: Vec<toml::Value>,
     #[serde(default)]
-    #[allow(dead_code)]
     exclude_files: Vec<String>,
     #[serde(default)]
     allowed_outbound_hosts: Vec<String>,
@@ -293,9 +295,12 @@ impl App {
                     "{source_line}: component `{id}` has a remote source ({url}); runtime-host runs local .wasm files only — download it and point `source` at the file"
                 ),
             };
-            if !c.files.is_empty() {
-                bail!("{line}: component `{id}` declares `files`; runtime-host does not mount files into components (not used by this app)");
-            }
+            let files = c
+                .files
+                .iter()
+                .map(crate::files::FileMount::parse)
+                .collect::<Result<Vec<_>>>()
+                .with_context(|| format!("{line}: component `{id}`"))?;
             if c.dependencies.as_ref().is_some_and(|d| !d.is_empty()) {
                 bail!("{line}: component `{id}` declares `dependencies`; runtime-host does not compose component dependencies");
             }
@@ -323,6 +328,8 @@ impl App {
                     key_value_stores: c.key_value_stores,
                     sqlite_databases: c.sqlite_databases,
                     allowed_outbound_hosts,
+                    files,
+                    exclude_files: c.exclude_files,
                 },
             );
         }

@@ -25,6 +25,8 @@ pub struct ComponentContext {
     pub sqlite_databases: Vec<String>,
     pub outbound: OutboundRules,
     pub environment: Vec<(String, String)>,
+    /// Directories it sees, read-only (its manifest `files`).
+    pub mounts: Vec<crate::files::Mount>,
 }
 
 /// The running application: stores, databases and variables, shared by every
@@ -90,6 +92,12 @@ pub fn new_store(
     let mut wasi = WasiCtxBuilder::new();
     wasi.inherit_stdout().inherit_stderr();
     crate::capabilities::sockets::configure(&mut wasi, component);
+    for m in &component.mounts {
+        // Checked at start-up; a directory removed since is simply absent.
+        if let Err(e) = wasi.preopened_dir(&m.host, &m.guest, wasmtime_wasi::FsPerms::ReadOnly) {
+            tracing::warn!(component = %component.id, dir = %m.host.display(), "files mount unavailable: {e:#}");
+        }
+    }
     for (k, v) in &component.environment {
         wasi.env(k, v);
     }

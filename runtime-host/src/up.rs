@@ -250,12 +250,20 @@ impl UpCommand {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             environment.extend(self.env.iter().cloned());
+            let mounts = crate::files::stage(
+                id,
+                &c.files,
+                &c.exclude_files,
+                &app.base_dir,
+                &state_dir.join("files").join(id),
+            )?;
             let context = Arc::new(ComponentContext {
                 id: c.id.clone(),
                 key_value_stores: c.key_value_stores.clone(),
                 sqlite_databases: c.sqlite_databases.clone(),
                 outbound,
                 environment,
+                mounts,
             });
             let component = engine::load_component(&engine, &c.source, &cache_dir)
                 .with_context(|| format!("component `{id}`"))?;

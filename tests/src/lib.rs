@@ -93,8 +93,23 @@ impl Host {
     }
 
     pub fn start_with_env(manifest: &str, args: &[&str], envs: &[(&str, &str)]) -> Host {
+        Self::start_with_files(manifest, &[], args, envs)
+    }
+
+    /// Also writes `files` (path relative to the manifest, contents) first.
+    pub fn start_with_files(
+        manifest: &str,
+        files: &[(&str, &str)],
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Host {
         let dir = TempDir::new("host");
         std::fs::write(dir.path().join("spin.toml"), manifest).expect("write manifest");
+        for (path, contents) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).expect("create app dir");
+            std::fs::write(path, contents).expect("write app file");
+        }
         let mut host = Host {
             dir,
             port: 0,
