@@ -325,7 +325,7 @@ impl UpCommand {
                             .redis
                             .embedded_addresses()
                             .iter()
-                            .map(|a| crate::capabilities::redis_client::redacted(a))
+                            .map(|a| crate::capabilities::redis::client::redacted(a))
                             .collect::<Vec<_>>()
                             .join(", ")
                     );

@@ -11,21 +11,22 @@
 //! | mqtt      | `fermyon:spin/mqtt@2.0.0`, `spin:mqtt/mqtt@3.0.0` (all in [`mqtt`]) |
 //! | sockets   | `wasi:sockets` permissions (in [`sockets`]) |
 
+pub mod bindings;
 pub mod key_value;
 pub mod mqtt;
-pub mod p2;
-pub mod p3;
 pub mod redis;
-pub mod redis_client;
 pub mod sockets;
 pub mod sqlite;
+pub mod variables;
 
 use crate::state::HostState;
 use wasmtime::component::Linker;
 
 /// Adds every capability interface to the linker.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-    p2::add_to_linker(linker)?;
-    p3::add_to_linker(linker)?;
+    key_value::guest::add_to_linker(linker)?;
+    variables::add_to_linker(linker)?;
+    sqlite::guest::add_to_linker(linker)?;
+    redis::guest::add_to_linker(linker)?;
     mqtt::add_to_linker(linker)
 }

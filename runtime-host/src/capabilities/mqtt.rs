@@ -13,11 +13,12 @@
 //!
 //! Both interface versions convert to one [`MqttConnection`].
 
+use super::bindings::{Acc, P3Capabilities, WResult};
 use crate::state::HostState;
 use rumqttc::QoS;
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::component::{Accessor, HasData, Linker, Resource};
+use wasmtime::component::{Linker, Resource};
 
 /// Longest one publish may take, connecting included.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,7 +53,7 @@ impl MqttConnection {
                 .ok_or(MqttError::InvalidAddress)?;
         if !component.outbound.allows(&scheme, &host, port) {
             // Spin's words, with any credentials in the URL hidden.
-            let shown = super::redis_client::redacted(address);
+            let shown = super::redis::client::redacted(address);
             tracing::warn!(component = %component.id, address = %shown, "outbound MQTT denied: add the address to the component's allowed_outbound_hosts");
             return Err(MqttError::ConnectionFailed(format!(
                 "address {shown} is not permitted"
@@ -108,11 +109,9 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     let map = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
     v2::mqtt::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(linker, |s| s)
         .map_err(map)?;
-    v3::mqtt::add_to_linker::<HostState, Mqtt3>(linker, |s| s).map_err(map)?;
+    v3::mqtt::add_to_linker::<HostState, P3Capabilities>(linker, |s| s).map_err(map)?;
     Ok(())
 }
-
-type WResult<T> = wasmtime::Result<T>;
 
 // ---- fermyon:spin/mqtt@2.0.0 ---------------------------------------------------
 
@@ -206,15 +205,6 @@ mod v3 {
     pub use spin::mqtt::mqtt;
 }
 
-/// The `HasData` projection for `spin:mqtt@3.0.0`'s async functions.
-pub struct Mqtt3;
-
-impl HasData for Mqtt3 {
-    type Data<'a> = &'a mut HostState;
-}
-
-type Acc = Accessor<HostState, Mqtt3>;
-
 impl From<MqttError> for v3::mqtt::Error {
     fn from(e: MqttError) -> Self {
         match e {
@@ -242,7 +232,7 @@ impl v3::mqtt::HostConnection for HostState {
     }
 }
 
-impl v3::mqtt::HostConnectionWithStore<HostState> for Mqtt3 {
+impl v3::mqtt::HostConnectionWithStore<HostState> for P3Capabilities {
     async fn open(
         acc: &Acc,
         address: String,

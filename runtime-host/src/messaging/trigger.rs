@@ -237,7 +237,7 @@ async fn subscribe_forever(
     address: &str,
     channels: &BTreeMap<String, Vec<String>>,
 ) {
-    use crate::capabilities::redis_client::{bounded, describe, redacted};
+    use crate::capabilities::redis::client::{bounded, describe, redacted};
     use futures::StreamExt;
     let shown = redacted(address);
     let mut backoff = RESUBSCRIBE_FIRST_DELAY;

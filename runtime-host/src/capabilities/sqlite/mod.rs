@@ -13,6 +13,8 @@
 //! connection returned with an open transaction is rolled back first.
 //! Files use WAL, so a committed transaction survives the host being killed.
 
+pub mod guest;
+
 use crate::faults::{Capability, Faults};
 use anyhow::{Context as _, Result};
 use rusqlite::types::{Value as SqlValue, ValueRef};

@@ -12,11 +12,14 @@
 //!   naming embedded mode and how to leave it.
 //!
 //! Every call to a real Redis server is bounded in time
-//! ([`super::redis_client`]): a stopped Redis fails the guest's call
+//! ([`client`]): a stopped Redis fails the guest's call
 //! promptly with an error starting with `unavailable:`.
 //!
 //! Either way, a component may only open addresses its
 //! `allowed_outbound_hosts` allows (`redis://host:port`), as in Spin.
+
+pub mod client;
+pub mod guest;
 
 use crate::messaging::Broker;
 use async_trait::async_trait;
@@ -26,7 +29,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::redis_client::{bounded, connect, describe};
+use client::{bounded, connect, describe};
 
 #[derive(Debug, Clone)]
 pub enum RedisError {
@@ -131,7 +134,7 @@ pub fn check_allowed(component: &crate::state::ComponentContext, address: &str) 
     }
     tracing::warn!(
         component = %component.id,
-        address = %super::redis_client::redacted(address),
+        address = %client::redacted(address),
         "outbound Redis denied: add the address to the component's allowed_outbound_hosts"
     );
     Err(RedisError::InvalidAddress)

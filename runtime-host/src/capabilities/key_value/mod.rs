@@ -19,7 +19,9 @@
 //! WAL mode under the state dir, same table layout as Spin's
 //! `sqlite_key_value.db`) and Redis (selected by runtime config).
 
-use super::redis_client::{self, bounded};
+pub mod guest;
+
+use super::redis::client::{self as redis_client, bounded};
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
