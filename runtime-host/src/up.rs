@@ -117,27 +117,9 @@ impl UpCommand {
     }
 
     async fn run_async(self) -> Result<()> {
-        let manifest_path = if self.from.is_dir() {
-            self.from.join("spin.toml")
-        } else {
-            self.from.clone()
-        };
-        let app = App::load(&manifest_path)?;
-        if app.http_base != "/" {
-            bail!(
-                "{}: [application.trigger.http] base = {:?} is deprecated and not supported (as in Spin 3+): prefix each route instead",
-                manifest_path.display(),
-                app.http_base
-            );
-        }
-        app.check_sources()?;
+        let (app, manifest_path) = self.load_app()?;
         let variables = Variables::resolve(&app, &self.variables, |k| std::env::var(k).ok())?;
-        let state_dir = self
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| app.base_dir.join(".spin"));
-        std::fs::create_dir_all(&state_dir)
-            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        let state_dir = self.create_state_dir(&app)?;
 
         let runtime_config = match &self.runtime_config_file {
             Some(p) => crate::runtime_config::RuntimeConfig::load(p)?,
@@ -168,43 +150,8 @@ impl UpCommand {
         })?;
         let linker = build_linker(&engine)?;
 
-        // Subscriptions: address → channel → components (templates expanded).
-        let mut subscriptions: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
-        for t in &app.redis_triggers {
-            let address = t
-                .address
-                .as_deref()
-                .or(app.redis_address.as_deref())
-                .with_context(|| format!("{}: [[trigger.redis]] for component `{}` has no address and [application.trigger.redis] sets none", manifest_path.display(), t.component))?;
-            let address = variables.expand(address).context("Redis trigger address")?;
-            let channel = variables
-                .expand(&t.channel)
-                .context("Redis trigger channel")?;
-            subscriptions
-                .entry(address)
-                .or_default()
-                .entry(channel)
-                .or_default()
-                .push(t.component.clone());
-        }
-        let channels: BTreeMap<String, Vec<String>> =
-            subscriptions.values().fold(BTreeMap::new(), |mut acc, m| {
-                for (ch, comps) in m {
-                    acc.entry(ch.clone())
-                        .or_default()
-                        .extend(comps.iter().cloned());
-                }
-                acc
-            });
-        let broker = Arc::new(Broker::open(
-            &state_dir.join("messages.db"),
-            channels,
-            RetryPolicy {
-                max_attempts: self.message_max_attempts.max(1),
-                first_delay: Duration::from_millis(self.message_retry_delay),
-                max_delay: Duration::from_secs(30),
-            },
-        )?);
+        let subscriptions = redis_subscriptions(&app, &variables, &manifest_path)?;
+        let broker = self.open_broker(&state_dir, &subscriptions)?;
         let redis = match backend {
             MessageBackend::Embedded => RedisProvider::embedded(
                 subscriptions.keys().cloned().collect(),
@@ -224,6 +171,122 @@ impl UpCommand {
             listen_addr: Default::default(),
         });
 
+        let (prepared, message_handlers) =
+            self.prepare_components(&app, &engine, &linker, &app_ctx, &state_dir)?;
+
+        let router = build_router(&app, &manifest_path)?;
+
+        let trigger = HttpTrigger::new(
+            &engine,
+            &app_ctx,
+            router,
+            prepared,
+            TriggerOptions {
+                fresh_instances: self.fresh_instances,
+                reuse_p2_instances: self.reuse_p2_instances,
+                max_concurrent_requests: self.max_concurrent_requests,
+            },
+        )?;
+        let _ = app_ctx.chaining.set(trigger.clone());
+
+        let listener = server::bind(self.listen).await?;
+        let local = listener.local_addr()?;
+        let _ = app_ctx.listen_addr.set(local);
+        print_banner(&app, &trigger, &app_ctx, local, &state_dir);
+
+        let _ticker = EpochTicker::start(engine.clone());
+        start_message_trigger(
+            backend,
+            message_handlers,
+            subscriptions,
+            &broker,
+            &app_ctx,
+            &state_dir,
+        );
+        server::serve(
+            listener,
+            trigger,
+            server::ConnectionLimits {
+                max_connections: server::ConnectionLimits::fit_descriptors(
+                    self.max_connections,
+                    server::descriptor_limit(),
+                ),
+                header_read_timeout: Duration::from_secs(self.header_read_timeout.max(1)),
+            },
+            shutdown_signal(),
+            Duration::from_secs(self.drain_timeout),
+        )
+        .await?;
+        app_ctx.key_value.flush();
+        eprintln!("Stopped.");
+        Ok(())
+    }
+
+    /// The manifest (a file, or a directory holding `spin.toml`), checked
+    /// for what this host cannot run.
+    fn load_app(&self) -> Result<(App, PathBuf)> {
+        let manifest_path = if self.from.is_dir() {
+            self.from.join("spin.toml")
+        } else {
+            self.from.clone()
+        };
+        let app = App::load(&manifest_path)?;
+        if app.http_base != "/" {
+            bail!(
+                "{}: [application.trigger.http] base = {:?} is deprecated and not supported (as in Spin 3+): prefix each route instead",
+                manifest_path.display(),
+                app.http_base
+            );
+        }
+        app.check_sources()?;
+        Ok((app, manifest_path))
+    }
+
+    /// `--state-dir`, or `.spin` beside the manifest; created if missing.
+    fn create_state_dir(&self, app: &App) -> Result<PathBuf> {
+        let state_dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| app.base_dir.join(".spin"));
+        std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        Ok(state_dir)
+    }
+
+    /// The durable message queue, knowing which components each channel
+    /// reaches.
+    fn open_broker(&self, state_dir: &Path, subscriptions: &Subscriptions) -> Result<Arc<Broker>> {
+        let channels: BTreeMap<String, Vec<String>> =
+            subscriptions.values().fold(BTreeMap::new(), |mut acc, m| {
+                for (ch, comps) in m {
+                    acc.entry(ch.clone())
+                        .or_default()
+                        .extend(comps.iter().cloned());
+                }
+                acc
+            });
+        Ok(Arc::new(Broker::open(
+            &state_dir.join("messages.db"),
+            channels,
+            RetryPolicy {
+                max_attempts: self.message_max_attempts.max(1),
+                first_delay: Duration::from_millis(self.message_retry_delay),
+                max_delay: Duration::from_secs(30),
+            },
+        )?))
+    }
+
+    /// Every component a trigger names, compiled (or read from the cache),
+    /// linked and pre-instantiated, with its own context: HTTP components
+    /// for the HTTP trigger, message handlers for the Redis trigger.
+    fn prepare_components(
+        &self,
+        app: &App,
+        engine: &wasmtime::Engine,
+        linker: &Linker<HostState>,
+        app_ctx: &Arc<AppContext>,
+        state_dir: &Path,
+    ) -> Result<(Vec<PreparedComponent>, HashMap<String, MessageHandler>)> {
         let component_ids: Vec<String> = app.components.keys().cloned().collect();
         let http_components: BTreeSet<&str> = app
             .http_triggers
@@ -265,7 +328,7 @@ impl UpCommand {
                 environment,
                 mounts,
             });
-            let component = engine::load_component(&engine, &c.source, &cache_dir)
+            let component = engine::load_component(engine, &c.source, &cache_dir)
                 .with_context(|| format!("component `{id}`"))?;
             let pre = linker.instantiate_pre(&component).map_err(|e| {
                 anyhow::anyhow!(
@@ -274,86 +337,96 @@ impl UpCommand {
                 )
             })?;
             if redis_components.contains(id) {
-                let handler = MessageHandler::new(&engine, &app_ctx, context.clone(), pre.clone())?;
+                let handler = MessageHandler::new(engine, app_ctx, context.clone(), pre.clone())?;
                 message_handlers.insert(id.to_string(), handler);
             }
             if http_components.contains(id) {
                 prepared.push(PreparedComponent { context, pre });
             }
         }
+        Ok((prepared, message_handlers))
+    }
+}
 
-        let router = Router::build(app.http_triggers.iter().filter_map(|t| match &t.route {
-            RouteSpec::Route(r) => Some(RouteDecl {
-                component: &t.component,
-                route: r,
-                line: t.line,
-            }),
-            RouteSpec::Private => None,
-        }))
-        .with_context(|| format!("{}", manifest_path.display()))?;
+/// Redis trigger subscriptions: address → channel → components, templates
+/// expanded.
+type Subscriptions = BTreeMap<String, BTreeMap<String, Vec<String>>>;
 
-        let trigger = HttpTrigger::new(
-            &engine,
-            &app_ctx,
-            router,
-            prepared,
-            TriggerOptions {
-                fresh_instances: self.fresh_instances,
-                reuse_p2_instances: self.reuse_p2_instances,
-                max_concurrent_requests: self.max_concurrent_requests,
-            },
-        )?;
-        let _ = app_ctx.chaining.set(trigger.clone());
+fn redis_subscriptions(
+    app: &App,
+    variables: &Variables,
+    manifest_path: &Path,
+) -> Result<Subscriptions> {
+    let mut subscriptions = Subscriptions::new();
+    for t in &app.redis_triggers {
+        let address = t
+                .address
+                .as_deref()
+                .or(app.redis_address.as_deref())
+                .with_context(|| format!("{}: [[trigger.redis]] for component `{}` has no address and [application.trigger.redis] sets none", manifest_path.display(), t.component))?;
+        let address = variables.expand(address).context("Redis trigger address")?;
+        let channel = variables
+            .expand(&t.channel)
+            .context("Redis trigger channel")?;
+        subscriptions
+            .entry(address)
+            .or_default()
+            .entry(channel)
+            .or_default()
+            .push(t.component.clone());
+    }
+    Ok(subscriptions)
+}
 
-        let listener = server::bind(self.listen).await?;
-        let local = listener.local_addr()?;
-        let _ = app_ctx.listen_addr.set(local);
-        print_banner(&app, &trigger, &app_ctx, local, &state_dir);
+/// The HTTP routes of the manifest (private routes have none).
+fn build_router(app: &App, manifest_path: &Path) -> Result<Router> {
+    Router::build(app.http_triggers.iter().filter_map(|t| match &t.route {
+        RouteSpec::Route(r) => Some(RouteDecl {
+            component: &t.component,
+            route: r,
+            line: t.line,
+        }),
+        RouteSpec::Private => None,
+    }))
+    .with_context(|| format!("{}", manifest_path.display()))
+}
 
-        let _ticker = EpochTicker::start(engine.clone());
-        if !message_handlers.is_empty() {
-            let trigger = Arc::new(RedisTrigger {
-                handlers: message_handlers,
-                subscriptions,
-            });
-            match backend {
-                MessageBackend::Embedded => {
-                    println!(
-                        "Messages: embedded broker ({}), standing in for Redis at {} (other Redis addresses are real servers)",
-                        state_dir.join("messages.db").display(),
-                        app_ctx
-                            .redis
-                            .embedded_addresses()
-                            .iter()
-                            .map(|a| crate::capabilities::redis::client::redacted(a))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    tokio::spawn(messaging::trigger::run_embedded(trigger, broker.clone()));
-                }
-                MessageBackend::Redis => {
-                    println!("Messages: Redis pub/sub");
-                    tokio::spawn(messaging::trigger::run_redis(trigger, broker.clone()));
-                }
-            }
+/// Delivers queued and incoming messages to the Redis-trigger components,
+/// through the embedded broker or Redis pub/sub.
+fn start_message_trigger(
+    backend: MessageBackend,
+    message_handlers: HashMap<String, MessageHandler>,
+    subscriptions: Subscriptions,
+    broker: &Arc<Broker>,
+    app_ctx: &AppContext,
+    state_dir: &Path,
+) {
+    if message_handlers.is_empty() {
+        return;
+    }
+    let trigger = Arc::new(RedisTrigger {
+        handlers: message_handlers,
+        subscriptions,
+    });
+    match backend {
+        MessageBackend::Embedded => {
+            let stands_in_for: Vec<String> = app_ctx
+                .redis
+                .embedded_addresses()
+                .iter()
+                .map(|a| crate::capabilities::redis::client::redacted(a))
+                .collect();
+            println!(
+                "Messages: embedded broker ({}), standing in for Redis at {} (other Redis addresses are real servers)",
+                state_dir.join("messages.db").display(),
+                stands_in_for.join(", ")
+            );
+            tokio::spawn(messaging::trigger::run_embedded(trigger, broker.clone()));
         }
-        server::serve(
-            listener,
-            trigger,
-            server::ConnectionLimits {
-                max_connections: server::ConnectionLimits::fit_descriptors(
-                    self.max_connections,
-                    server::descriptor_limit(),
-                ),
-                header_read_timeout: Duration::from_secs(self.header_read_timeout.max(1)),
-            },
-            shutdown_signal(),
-            Duration::from_secs(self.drain_timeout),
-        )
-        .await?;
-        app_ctx.key_value.flush();
-        eprintln!("Stopped.");
-        Ok(())
+        MessageBackend::Redis => {
+            println!("Messages: Redis pub/sub");
+            tokio::spawn(messaging::trigger::run_redis(trigger, broker.clone()));
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! outbound requests (allowed hosts and service chaining).
 
 mod headers;
+mod instances;
 pub mod outbound;
 pub mod router;
 pub mod server;

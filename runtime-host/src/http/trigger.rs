@@ -2,60 +2,27 @@
 //! it on an instance of the routed component.
 //!
 //! Each component gets a `wasmtime_wasi_http::handler::ProxyHandler` (what
-//! `wasmtime serve` uses), which keeps a pool of workers, each one store and
-//! instance. How long a worker lives is the [`InstancePolicy`]:
-//! - WASIp2 (`wasi:http/incoming-handler@0.2.x`): a fresh instance per
-//!   request by default, as Spin does; `--reuse-p2-instances` lets one
-//!   instance serve requests one after another.
-//! - WASIp3 (`wasi:http/handler@0.3.0`): instances are reused, up to 16
-//!   requests at once and 128 in all (Spin's defaults); `--fresh-instances`
-//!   forces one instance per request for both kinds.
-//!
-//! Components must not depend on either behaviour.
+//! `wasmtime serve` uses); how its instances are shared between requests is
+//! [`super::instances`].
 
 use super::headers::{add_spin_headers, set_absolute_uri, strip_forbidden_headers};
+pub use super::instances::HttpKind;
+use super::instances::{ComponentHandlerState, InstancePolicy};
 use super::router::{RouteMatch, Router};
-use crate::state::{new_store, AppContext, ComponentContext, HostState};
+use crate::state::{AppContext, ComponentContext, HostState};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::Semaphore;
-use wasmtime::component::{GuestTaskId, InstancePre};
-use wasmtime::{Engine, Store, StoreContextMut};
-use wasmtime_wasi_http::handler::{
-    HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState,
-    WorkerStatus,
-};
-use wasmtime_wasi_http::{WasiBody, WasiHttpView};
-
-/// How instances are shared between requests.
-#[derive(Debug, Clone, Copy)]
-pub struct InstancePolicy {
-    /// Requests one instance may serve in its lifetime.
-    pub max_requests: usize,
-    /// Requests one instance may serve at the same time.
-    pub max_concurrent: usize,
-    /// How long an idle reusable instance is kept.
-    pub idle_timeout: Duration,
-}
-
-impl InstancePolicy {
-    pub fn fresh() -> Self {
-        Self {
-            max_requests: 1,
-            max_concurrent: 1,
-            idle_timeout: Duration::ZERO,
-        }
-    }
-}
+use wasmtime::component::InstancePre;
+use wasmtime::Engine;
+use wasmtime_wasi_http::handler::{ProxyHandler, ProxyPre};
+use wasmtime_wasi_http::WasiBody;
 
 #[derive(Debug, Clone, Copy)]
 pub struct TriggerOptions {
@@ -63,13 +30,6 @@ pub struct TriggerOptions {
     pub reuse_p2_instances: bool,
     /// Requests (instances) in flight across the whole host; beyond: 503.
     pub max_concurrent_requests: usize,
-}
-
-/// Whether a component is a WASIp2 or WASIp3 HTTP component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpKind {
-    P2,
-    P3,
 }
 
 struct ComponentHandler {
@@ -115,27 +75,9 @@ impl HttpTrigger {
                     (HttpKind::P2, ProxyPre::P2(pre))
                 }
             };
-            let policy = match (kind, opts.fresh_instances, opts.reuse_p2_instances) {
-                (_, true, _) => InstancePolicy::fresh(),
-                (HttpKind::P2, false, false) => InstancePolicy::fresh(),
-                (HttpKind::P2, false, true) => InstancePolicy {
-                    max_requests: usize::MAX,
-                    max_concurrent: 1,
-                    idle_timeout: Duration::from_secs(10),
-                },
-                (HttpKind::P3, false, _) => InstancePolicy {
-                    max_requests: 128,
-                    max_concurrent: 16,
-                    idle_timeout: Duration::from_secs(1),
-                },
-            };
-            let state = ComponentHandlerState {
-                engine: engine.clone(),
-                app: app.clone(),
-                component: c.context,
-                pre,
-                policy,
-            };
+            let policy =
+                InstancePolicy::choose(kind, opts.fresh_instances, opts.reuse_p2_instances);
+            let state = ComponentHandlerState::new(engine, app, c.context, pre, policy);
             handlers.insert(
                 id,
                 ComponentHandler {
@@ -343,111 +285,4 @@ pub fn host_error(status: StatusCode, code: &str, message: &str) -> Response<Was
         h.insert(name, HeaderValue::from_static(value));
     }
     r
-}
-
-// ---- ProxyHandler plumbing ----------------------------------------------------
-
-struct ComponentHandlerState {
-    engine: Engine,
-    app: Arc<AppContext>,
-    component: Arc<ComponentContext>,
-    pre: ProxyPre<HostState>,
-    policy: InstancePolicy,
-}
-
-impl HandlerState for ComponentHandlerState {
-    type StoreData = HostState;
-    type WorkerExpiration = Expiration;
-    type WorkerState = Worker;
-
-    async fn instantiate(&self) -> wasmtime::Result<Instance<HostState, Expiration, Worker>> {
-        let mut store = new_store(&self.engine, &self.app, &self.component);
-        let proxy = self.pre.instantiate_async(&mut store).await?;
-        let timeout = self.app.limits.request_timeout;
-        Ok(Instance {
-            store,
-            proxy,
-            view: WasiHttpView::http,
-            expiration: Expiration {
-                idle_timeout: self.policy.idle_timeout,
-                request_timeout: timeout,
-                sleep: Box::pin(tokio::time::sleep(
-                    Duration::MAX.min(Duration::from_secs(86400 * 365)),
-                )),
-            },
-            state: Worker {
-                policy: self.policy,
-                request_timeout: timeout,
-                component: self.component.id.clone(),
-            },
-        })
-    }
-}
-
-struct Worker {
-    policy: InstancePolicy,
-    request_timeout: Duration,
-    component: String,
-}
-
-impl WorkerState for Worker {
-    type StoreData = HostState;
-    type RequestData = ();
-
-    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total >= self.policy.max_requests {
-            ShouldAccept::Never
-        } else if concurrent >= self.policy.max_concurrent {
-            ShouldAccept::No
-        } else {
-            ShouldAccept::Yes
-        }
-    }
-
-    fn on_request_start(
-        &self,
-        mut store: StoreContextMut<'_, HostState>,
-        _data: (),
-        _task: GuestTaskId,
-    ) -> Pin<Box<dyn Future<Output = ()> + 'static + Send + Sync>> {
-        store.data_mut().start_request();
-        Box::pin(tokio::time::sleep(self.request_timeout))
-    }
-
-    fn drop(&self, store: Store<HostState>, result: wasmtime::Result<()>) {
-        if let Err(e) = result {
-            tracing::warn!(component = %self.component, "instance discarded after a failure: {e:?}");
-        }
-        drop(store);
-    }
-}
-
-/// Retires a worker: idle too long, or busy past the request deadline (the
-/// second line of defence behind the epoch deadline).
-struct Expiration {
-    idle_timeout: Duration,
-    request_timeout: Duration,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl WorkerExpiration for Expiration {
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        status: WorkerStatus,
-        start: Instant,
-    ) -> Poll<()> {
-        let timeout = match status {
-            WorkerStatus::Idle => self.idle_timeout,
-            WorkerStatus::Requests | WorkerStatus::PostReturn => self.request_timeout,
-        };
-        let Some(deadline) = start.checked_add(timeout) else {
-            return Poll::Pending;
-        };
-        let deadline = tokio::time::Instant::from_std(deadline);
-        if self.sleep.deadline() != deadline {
-            self.sleep.as_mut().reset(deadline);
-        }
-        self.sleep.as_mut().poll(cx)
-    }
 }
