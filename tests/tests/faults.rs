@@ -66,6 +66,35 @@ async fn a_locked_database_is_a_503_and_nothing_is_half_written() {
 }
 
 #[tokio::test]
+async fn a_registration_refused_with_503_can_always_be_retried() {
+    // Half of all key-value calls fail. Before the fix, the account was
+    // inserted and then its first session failed to start: a 503 whose
+    // retry met 409 (about half the registrations here did).
+    let host = start_with(
+        &app::manifest_with_probe(),
+        &[
+            ("api_rate_limit", "100000"),
+            ("credentials_rate_limit", "100000"),
+        ],
+        &["--faults", "key-value=0.5"],
+    );
+    for n in 0..20 {
+        let email = format!("retry-{n}@example.com");
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            assert!(attempts < 200, "{email} never registered");
+            let r = app::register(&host, "Ada", &email, PASSWORD).await;
+            match r.status {
+                201 => break,
+                503 => assert_unavailable(&r, "register"),
+                _ => panic!("{email}, attempt {attempts}: {}", r.text()),
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn under_random_faults_every_acknowledged_order_exists_once_and_is_notified() {
     const ORDERS: usize = 30;
     // Deliveries are retried quickly and often enough that the faults

@@ -68,12 +68,22 @@ fn open_session(
     account: &Account,
     settings: &AuthSettings,
 ) -> Result<Session, ApiError> {
-    let access = signer.issue(&account.id, account.role)?;
     let refresh_token = refresh::start_family(
         &account.id,
         &refresh::credentials_of(&account.password_hash),
         settings.refresh_ttl_secs,
     )?;
+    session_with(signer, account, refresh_token)
+}
+
+/// A session around an already started refresh family: signing only, so
+/// it cannot fail on a store.
+fn session_with(
+    signer: &Signer,
+    account: &Account,
+    refresh_token: String,
+) -> Result<Session, ApiError> {
+    let access = signer.issue(&account.id, account.role)?;
     Ok(Session {
         access_token: access.token,
         refresh_token,
@@ -117,7 +127,17 @@ pub fn register(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiResp
     // Only a bootstrap candidate: the role is decided with the insert.
     let bootstrap = settings.admin_email.as_deref() == Some(email.as_str());
     let conn = accounts::connect()?;
+    // The first session's refresh family is written before the account:
+    // once the account exists nothing else can fail, so a 503 always means
+    // "nothing registered, retry" (a retry would otherwise meet 409).
+    let id = app_common::ids::new_record_id();
+    let refresh_token = refresh::start_family(
+        &id,
+        &refresh::credentials_of(&password_hash),
+        settings.refresh_ttl_secs,
+    )?;
     let new = NewAccount {
+        id: &id,
         email: &email,
         name: &name,
         role: Role::User,
@@ -126,6 +146,11 @@ pub fn register(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiResp
     let account = match accounts::insert_bootstrapping(&conn, &new, bootstrap)? {
         Ok(account) => account,
         Err(WriteConflict::EmailTaken) => {
+            // The family of an account that was never created: end it now
+            // rather than at its expiry (best effort: it opens nothing).
+            if let Err(e) = refresh::revoke_family_of(&refresh_token, None) {
+                eprintln!("register: ending an unused refresh family failed: {e:#}");
+            }
             record_business("register", "conflict");
             return Err(ApiError::conflict(
                 "an account with this e-mail address already exists",
@@ -135,7 +160,7 @@ pub fn register(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiResp
     };
     request.set_user(&account.id);
     record_business("register", "success");
-    let session = open_session(signer, &account, settings)?;
+    let session = session_with(signer, &account, refresh_token)?;
     Ok(session_response(201, &session, settings)?
         .with_header("location", format!("/api/users/{}", account.id)))
 }

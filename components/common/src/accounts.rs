@@ -156,6 +156,9 @@ pub enum WriteConflict {
 
 /// A new user; the id, version and times are set here.
 pub struct NewAccount<'a> {
+    /// Chosen by the caller, so what belongs to the account (its first
+    /// session) can be written before the account itself.
+    pub id: &'a str,
     pub email: &'a str,
     pub name: &'a str,
     pub role: Role,
@@ -165,7 +168,7 @@ pub struct NewAccount<'a> {
 pub fn insert(conn: &Connection, new: &NewAccount<'_>) -> Result<Result<Account, WriteConflict>> {
     let now = crate::time::now_millis();
     let account = Account {
-        id: crate::ids::new_record_id(),
+        id: new.id.to_string(),
         email: new.email.to_string(),
         name: new.name.to_string(),
         role: new.role,
