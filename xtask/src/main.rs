@@ -224,7 +224,10 @@ fn up(root: &Path, extra: &[String]) -> Result<()> {
     for (name, value) in dev_token_keys(&root.join(state_dir), extra)? {
         // In the environment, not the arguments: other local users can list
         // a process's arguments (`ps`), not its environment.
-        cmd.env(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()), value);
+        cmd.env(
+            format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()),
+            value,
+        );
     }
     cmd.args(extra);
     run_cmd(&mut cmd)
