@@ -407,11 +407,7 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (cargo xtask test installs it)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_listening(self.port, "redis-server");
     }
 
     /// Runs `redis-cli` against this server; its output.
@@ -446,6 +442,16 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Polls until a server started in the background accepts connections on
+/// loopback `port` (a deadline of 10 s, then a failure naming `what`).
+fn wait_until_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -500,11 +506,7 @@ impl MqttBroker {
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto must be installed (cargo xtask test installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_listening(port, "mosquitto");
         MqttBroker { dir, port, child }
     }
 
