@@ -527,6 +527,237 @@ impl Drop for MqttBroker {
     }
 }
 
+/// A throwaway PostgreSQL cluster: `initdb` in a temp dir, `postgres` on a
+/// free loopback port with password (SCRAM) authentication over TCP, run as
+/// the unprivileged `postgres` user when the tests run as root (PostgreSQL
+/// refuses root). Stopped on drop; [`PostgresServer::shared`] lives for the
+/// whole test process and a watchdog stops it when the process is gone.
+pub struct PostgresServer {
+    pub port: u16,
+    dir: TempDir,
+    bindir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PostgresServer {
+    pub const USER: &'static str = "postgres";
+    /// Only ever a throwaway cluster's password.
+    pub const PASSWORD: &'static str = "test-only-secret";
+
+    pub fn start() -> PostgresServer {
+        let bindir = Self::bindir();
+        let dir = TempDir::new("postgres");
+        let (uid, gid) = Self::run_as();
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, format!("{}\n", Self::PASSWORD)).expect("write pwfile");
+        chown_tree(dir.path(), uid, gid);
+        let data = dir.path().join("data");
+        let made = Self::as_owner(Command::new(bindir.join("initdb")), uid, gid)
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", Self::USER, "--auth-local=trust", "--auth-host=scram-sha-256"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .args(["--no-sync", "-E", "UTF8", "--locale=C"])
+            .output()
+            .expect("initdb (Debian package `postgresql`; cargo xtask test installs it)");
+        assert!(
+            made.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let mut server = PostgresServer {
+            port: free_port(),
+            dir,
+            bindir,
+            child: None,
+        };
+        server.spawn(uid, gid);
+        server
+    }
+
+    /// One cluster for the whole test process (tests take a fresh database
+    /// each with [`PostgresServer::create_database`]).
+    pub fn shared() -> &'static PostgresServer {
+        static SHARED: std::sync::OnceLock<PostgresServer> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let server = PostgresServer::start();
+            server.stop_when_process_exits();
+            server
+        })
+    }
+
+    fn spawn(&mut self, uid: Option<u32>, gid: Option<u32>) {
+        let child = Self::as_owner(Command::new(self.bindir.join("postgres")), uid, gid)
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-p", &self.port.to_string()])
+            .arg("-k")
+            .arg(self.dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "max_connections=300"])
+            // A throwaway cluster: durability of the server itself is not
+            // what the tests examine.
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start postgres");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.psql("postgres", "SELECT 1").0 {
+            assert!(Instant::now() < deadline, "postgres did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A new, empty database; its `postgres://` URL (with the password).
+    pub fn create_database(&self, name: &str) -> String {
+        let (ok, out) = self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
+        assert!(ok, "CREATE DATABASE {name}: {out}");
+        self.url(name)
+    }
+
+    /// A fresh database with a unique name; its URL.
+    pub fn fresh_database(&self) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        self.create_database(&format!(
+            "t{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://{}:{}@127.0.0.1:{}/{database}",
+            Self::USER,
+            Self::PASSWORD,
+            self.port
+        )
+    }
+
+    /// What `allowed_outbound_hosts` admits for this server.
+    pub fn host_entry(&self) -> String {
+        format!("postgres://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `sql` with `psql` on `database` (over the socket, as the
+    /// superuser); whether it succeeded and its output (unaligned, tuples
+    /// only, `|`-separated).
+    pub fn psql(&self, database: &str, sql: &str) -> (bool, String) {
+        let out = Command::new(self.bindir.join("psql"))
+            .arg("-h")
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", Self::USER, "-d", database])
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql (installed with postgresql)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text.trim().to_string())
+    }
+
+    /// [`PostgresServer::psql`] that must succeed; its output.
+    pub fn query(&self, database: &str, sql: &str) -> String {
+        let (ok, out) = self.psql(database, sql);
+        assert!(ok, "{sql}: {out}");
+        out
+    }
+
+    /// Stops the server (fast shutdown) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+        }
+    }
+
+    /// A detached watchdog: when this test process is gone, it stops the
+    /// server and removes its directory (statics are never dropped).
+    fn stop_when_process_exits(&self) {
+        let Some(child) = &self.child else { return };
+        let script = format!(
+            "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -INT {pg}; \
+             while kill -0 {pg} 2>/dev/null; do sleep 1; done; rm -rf '{dir}'",
+            me = std::process::id(),
+            pg = child.id(),
+            dir = self.dir.path().display()
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+    }
+
+    fn bindir() -> PathBuf {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").is_file())
+            .collect();
+        dirs.sort_by_key(|p| {
+            p.parent()
+                .and_then(|v| v.file_name())
+                .and_then(|v| v.to_str())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        });
+        dirs.pop().expect(
+            "PostgreSQL server binaries under /usr/lib/postgresql/*/bin \
+             (Debian package `postgresql`; cargo xtask test installs it)",
+        )
+    }
+
+    /// The uid/gid of the `postgres` user when running as root (PostgreSQL
+    /// refuses to run as root); `None` otherwise.
+    fn run_as() -> (Option<u32>, Option<u32>) {
+        if unsafe { libc::geteuid() } != 0 {
+            return (None, None);
+        }
+        let name = std::ffi::CString::new("postgres").unwrap();
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        assert!(
+            !pw.is_null(),
+            "running as root needs the `postgres` user (created by the Debian package)"
+        );
+        unsafe { (Some((*pw).pw_uid), Some((*pw).pw_gid)) }
+    }
+
+    fn as_owner(mut command: Command, uid: Option<u32>, gid: Option<u32>) -> Command {
+        use std::os::unix::process::CommandExt as _;
+        if let (Some(uid), Some(gid)) = (uid, gid) {
+            command.gid(gid).uid(uid);
+        }
+        command
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn chown_tree(path: &Path, uid: Option<u32>, gid: Option<u32>) {
+    let (Some(uid), Some(gid)) = (uid, gid) else {
+        return;
+    };
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read dir").flatten() {
+            chown_tree(&entry.path(), Some(uid), Some(gid));
+        }
+    }
+}
+
 /// Polls `check` until it returns true or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
