@@ -36,6 +36,8 @@ pub struct AppContext {
     pub key_value: KeyValueStores,
     pub databases: Databases,
     pub redis: crate::capabilities::redis::RedisProvider,
+    /// Outbound PostgreSQL connection pools, one per connection string.
+    pub postgres: crate::capabilities::postgres::PgPools,
     pub limits: InstanceLimits,
     /// Faults to inject into capability calls (`--faults`); empty by default.
     pub faults: Arc<crate::faults::Faults>,

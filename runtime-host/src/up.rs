@@ -165,6 +165,7 @@ impl UpCommand {
             key_value,
             databases,
             redis,
+            postgres: Default::default(),
             limits,
             faults,
             chaining: Default::default(),

@@ -1,8 +1,9 @@
 //! The code `bindgen!` generates for every interface the host serves, one
 //! world per generation (WASIp2: `fermyon:spin@2.0.0`, `wasi:keyvalue`;
-//! WASIp3: `spin:*@3`), and the types both generations' adapters share. The
-//! adapters themselves live with their capability (`key_value::guest`,
-//! `sqlite::guest`, `redis::guest`, `variables`).
+//! WASIp3: `spin:*@3`, `spin:postgres@3.0.0`/`@4.2.0`), and the types both
+//! generations' adapters share. The adapters themselves live with their
+//! capability (`key_value::guest`, `sqlite::guest`, `redis::guest`,
+//! `postgres::guest`, `variables`).
 
 use crate::state::HostState;
 use wasmtime::component::{Accessor, HasData};
@@ -17,6 +18,7 @@ pub mod p2 {
                 import fermyon:spin/variables@2.0.0;
                 import fermyon:spin/sqlite@2.0.0;
                 import fermyon:spin/redis@2.0.0;
+                import fermyon:spin/postgres@2.0.0;
                 import wasi:keyvalue/store@0.2.0-draft2;
                 import wasi:keyvalue/atomics@0.2.0-draft2;
                 import wasi:keyvalue/batch@0.2.0-draft2;
@@ -28,6 +30,7 @@ pub mod p2 {
             "fermyon:spin/key-value.store": crate::capabilities::key_value::guest::KvHandle,
             "fermyon:spin/sqlite.connection": crate::capabilities::sqlite::PooledConnection,
             "fermyon:spin/redis.connection": crate::capabilities::redis::guest::RedisHandle,
+            "fermyon:spin/postgres.connection": crate::capabilities::postgres::PgConnection,
             "wasi:keyvalue/store.bucket": crate::capabilities::key_value::guest::KvHandle,
             "wasi:keyvalue/atomics.cas": crate::capabilities::key_value::guest::CasHandle,
         },
@@ -44,14 +47,19 @@ pub mod p3 {
                 import spin:variables/variables@3.0.0;
                 import spin:sqlite/sqlite@3.1.0;
                 import spin:redis/redis@3.0.0;
+                import spin:postgres/postgres@3.0.0;
+                import spin:postgres/postgres@4.2.0;
             }
         "#,
         world: "runtime-host:p3/capabilities",
-        imports: { default: trappable },
+        // PostgreSQL's sync functions still do network I/O: async on the host.
+        imports: { "spin:postgres/postgres": async | trappable, default: trappable },
         with: {
             "spin:key-value/key-value.store": crate::capabilities::key_value::guest::KvHandle,
             "spin:sqlite/sqlite.connection": crate::capabilities::sqlite::PooledConnection,
             "spin:redis/redis.connection": crate::capabilities::redis::guest::RedisHandle,
+            "spin:postgres/postgres.connection": crate::capabilities::postgres::PgConnection,
+            "spin:postgres/postgres.connection-builder": crate::capabilities::postgres::PgConnectionBuilder,
         },
     });
 }

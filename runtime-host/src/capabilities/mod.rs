@@ -8,12 +8,14 @@
 //! | variables | `fermyon:spin/variables@2.0.0`, `spin:variables/variables@3.0.0` |
 //! | sqlite    | `fermyon:spin/sqlite@2.0.0`, `spin:sqlite/sqlite@3.1.0` (serves 3.0.0 too) |
 //! | redis     | `fermyon:spin/redis@2.0.0`, `spin:redis/redis@3.0.0` |
+//! | postgres  | `fermyon:spin/postgres@2.0.0`, `spin:postgres/postgres@3.0.0`, `spin:postgres/postgres@4.2.0` (serves 4.0.0 and 4.1.0 too) |
 //! | mqtt      | `fermyon:spin/mqtt@2.0.0`, `spin:mqtt/mqtt@3.0.0` (all in [`mqtt`]) |
 //! | sockets   | `wasi:sockets` permissions (in [`sockets`]) |
 
 pub mod bindings;
 pub mod key_value;
 pub mod mqtt;
+pub mod postgres;
 pub mod redis;
 pub mod sockets;
 pub mod sqlite;
@@ -28,5 +30,6 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     variables::add_to_linker(linker)?;
     sqlite::guest::add_to_linker(linker)?;
     redis::guest::add_to_linker(linker)?;
+    postgres::guest::add_to_linker(linker)?;
     mqtt::add_to_linker(linker)
 }
