@@ -555,7 +555,12 @@ impl PostgresServer {
         let made = Self::as_owner(Command::new(bindir.join("initdb")), uid, gid)
             .arg("-D")
             .arg(&data)
-            .args(["-U", Self::USER, "--auth-local=trust", "--auth-host=scram-sha-256"])
+            .args([
+                "-U",
+                Self::USER,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .args(["--no-sync", "-E", "UTF8", "--locale=C"])
             .output()
@@ -649,7 +654,14 @@ impl PostgresServer {
         let out = Command::new(self.bindir.join("psql"))
             .arg("-h")
             .arg(self.dir.path())
-            .args(["-p", &self.port.to_string(), "-U", Self::USER, "-d", database])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                Self::USER,
+                "-d",
+                database,
+            ])
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .output()
             .expect("psql (installed with postgresql)");
@@ -659,6 +671,44 @@ impl PostgresServer {
             String::from_utf8_lossy(&out.stderr)
         );
         (out.status.success(), text.trim().to_string())
+    }
+
+    /// The rows `sql` returns on `database`, `None` for NULL.
+    pub fn rows(&self, database: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+        const FIELD: char = '\u{1f}';
+        const NULL: &str = "\u{1e}";
+        let out = Command::new(self.bindir.join("psql"))
+            .arg("-h")
+            .arg(self.dir.path())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                Self::USER,
+                "-d",
+                database,
+            ])
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .arg(format!("--field-separator={FIELD}"))
+            .arg(format!("--pset=null={NULL}"))
+            .args(["-c", sql])
+            .output()
+            .expect("psql (installed with postgresql)");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("UTF-8 rows")
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                l.split(FIELD)
+                    .map(|v| (v != NULL).then(|| v.to_string()))
+                    .collect()
+            })
+            .collect()
     }
 
     /// [`PostgresServer::psql`] that must succeed; its output.
@@ -914,6 +964,11 @@ variables = {{ redis_address = "{{{{ redis_address }}}}" }}
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_string())),
         );
+        if on_postgres() && !variables.iter().any(|(n, _)| *n == "database_url") {
+            let server = crate::PostgresServer::shared();
+            all.push(("database_url".into(), server.fresh_database()));
+            all.push(("database_host".into(), server.host_entry()));
+        }
         let args: Vec<String> = all
             .iter()
             .flat_map(|(n, v)| ["--variable".to_string(), format!("{n}={v}")])
@@ -921,6 +976,36 @@ variables = {{ redis_address = "{{{{ redis_address }}}}" }}
         let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
         Host::start(manifest, &args)
+    }
+
+    /// Whether the app's suites run on PostgreSQL: `APP_TEST_DATABASE=postgres`
+    /// (the second pass of `cargo xtask test`) gives every host started here
+    /// a fresh database in [`crate::PostgresServer::shared`]; otherwise the
+    /// app uses its embedded SQLite.
+    pub fn on_postgres() -> bool {
+        std::env::var("APP_TEST_DATABASE").is_ok_and(|v| v == "postgres")
+    }
+
+    /// The PostgreSQL database a host's `database_url` names, if any.
+    pub fn postgres_database(host: &Host) -> Option<String> {
+        host.args
+            .iter()
+            .find_map(|a| a.strip_prefix("database_url="))
+            .and_then(|url| url.rsplit('/').next())
+            .map(str::to_string)
+    }
+
+    /// Throws away every record of `host` (stop it first): its SQLite file,
+    /// or every table of its PostgreSQL database.
+    pub fn drop_records(host: &Host) {
+        match postgres_database(host) {
+            Some(db) => {
+                crate::PostgresServer::shared()
+                    .query(&db, "DROP SCHEMA public CASCADE; CREATE SCHEMA public");
+            }
+            None => std::fs::remove_file(host.state_dir().join("sqlite_db.db"))
+                .expect("remove the SQLite database"),
+        }
     }
 
     /// Any request to the app.

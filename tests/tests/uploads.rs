@@ -137,8 +137,13 @@ fn chunks_of(host: &Host, id: &str) -> Vec<(String, usize)> {
         .collect()
 }
 
-/// Rows in the `uploads` table (0 before it exists).
+/// Rows in the `uploads` table (0 before it exists), on either engine.
 fn upload_rows(host: &Host) -> i64 {
+    if let Some(db) = app::postgres_database(host) {
+        let (ok, out) =
+            app_tests::PostgresServer::shared().psql(&db, "SELECT count(*) FROM uploads");
+        return if ok { out.parse().unwrap() } else { 0 };
+    }
     let path = host.state_dir().join("sqlite_db.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();

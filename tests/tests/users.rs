@@ -515,17 +515,17 @@ async fn reads_are_cached_and_every_write_invalidates() {
     assert_eq!(get().await.json()["name"], "Ada L.");
     assert_eq!(get().await.header("etag"), Some("\"2\""));
 
-    // Reads within the TTL do not reach SQLite: with the database file gone
-    // (host stopped, file removed, host started on the same key-value
+    // Reads within the TTL do not reach the database: with the records gone
+    // (host stopped, records dropped, host started on the same key-value
     // store), the cached profile is still served.
     let mut host = host;
     host.kill();
-    std::fs::remove_file(host.state_dir().join("sqlite_db.db")).unwrap();
+    app::drop_records(&host);
     host.restart();
     let r = authed(&host, "GET", "/api/users/me", &token).await;
     assert_eq!(r.status, 200, "served from the cache: {}", r.text());
     assert_eq!(r.json()["name"], "Ada L.");
-    // The login path reads SQLite directly and finds nobody.
+    // The login path reads the database directly and finds nobody.
     assert_eq!(login(&host, "ada@example.com", PASSWORD).await.status, 401);
 }
 
@@ -538,7 +538,7 @@ async fn cached_reads_expire() {
         200
     );
     host.kill();
-    std::fs::remove_file(host.state_dir().join("sqlite_db.db")).unwrap();
+    app::drop_records(&host);
     host.restart();
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     let r = authed(&host, "GET", "/api/users/me", &token).await;

@@ -8,7 +8,8 @@
 //!   On first run it generates development token keys under
 //!   `<state-dir>/dev-keys/` and passes them as variables (and says so).
 //! - `test [-- ARGS]`: `build`, installs what black-box tests need
-//!   (`redis-server`, `mosquitto`), then runs every test of the workspace; ARGS go to
+//!   (`redis-server`, `mosquitto`, `postgresql`), then runs every test of the
+//!   workspace, and the app's black-box suites again on PostgreSQL; ARGS go to
 //!   `cargo test` (e.g. a test name filter).
 //! - `bench [--quick]`: `build`, then load-tests the host with `wrk` and
 //!   writes `docs/benchmarks.md`.
@@ -323,8 +324,30 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .args(exclude_args(&wasm_packages(root)?))
         .args(extra)
         .env("APP_TARGET_DIR", target_dir(root));
-    run_cmd(&mut cmd)
+    run_cmd(&mut cmd)?;
+    // The same black-box suites again with every record in PostgreSQL.
+    let mut cmd = cargo();
+    cmd.current_dir(root)
+        .args(["test", "--release", "-p", "app-tests"]);
+    for suite in BOTH_ENGINE_SUITES {
+        cmd.args(["--test", suite]);
+    }
+    run_cmd(
+        cmd.args(extra)
+            .env("APP_TARGET_DIR", target_dir(root))
+            .env("APP_TEST_DATABASE", "postgres"),
+    )
 }
+
+/// The black-box suites that run on SQLite and again on PostgreSQL.
+const BOTH_ENGINE_SUITES: &[&str] = &[
+    "auth",
+    "users",
+    "orders",
+    "order_status_preconditions",
+    "notifications",
+    "uploads",
+];
 
 /// The soak test: long mixed traffic with faults, a report at the end.
 fn soak(root: &Path, minutes: &str) -> Result<()> {
@@ -364,16 +387,38 @@ fn fuzz(root: &Path, iterations: &str) -> Result<()> {
     Ok(())
 }
 
-/// The servers black-box tests start on their own: (program, Debian package).
-const TEST_SERVERS: &[(&str, &str)] =
-    &[("redis-server", "redis-server"), ("mosquitto", "mosquitto")];
+/// The servers black-box tests start on their own: (Debian package, whether
+/// it is installed).
+const TEST_SERVERS: &[(&str, fn() -> bool)] = &[
+    ("redis-server", || which("redis-server")),
+    ("mosquitto", || {
+        which("mosquitto") || Path::new("/usr/sbin/mosquitto").is_file()
+    }),
+    ("postgresql", postgres_installed),
+];
 
-/// Black-box tests start their own `redis-server` and `mosquitto`; make
-/// sure they are installed.
+/// PostgreSQL's server programs live outside PATH on Debian.
+fn postgres_installed() -> bool {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .map(|versions| {
+            versions
+                .flatten()
+                .any(|v| v.path().join("bin/initdb").is_file())
+        })
+        .unwrap_or(false)
+}
+
+/// Black-box tests start their own `redis-server`, `mosquitto` and
+/// PostgreSQL; make sure they are installed.
 fn ensure_test_servers() -> Result<()> {
-    for (program, package) in TEST_SERVERS {
-        if !which(program) {
+    for (package, installed) in TEST_SERVERS {
+        if !installed() {
             apt_install(package)?;
+            if !installed() {
+                bail!(
+                    "installed the Debian package `{package}` but its programs are still missing"
+                );
+            }
         }
     }
     Ok(())
@@ -404,11 +449,7 @@ fn apt_install(package: &str) -> Result<()> {
         run_cmd(&mut c)
     };
     apt(&["update", "-qq"])?;
-    apt(&["install", "-y", "-qq", package])?;
-    if !which(package) {
-        bail!("installed the `{package}` package but `{package}` is still not on PATH");
-    }
-    Ok(())
+    apt(&["install", "-y", "-qq", package])
 }
 
 fn which(program: &str) -> bool {

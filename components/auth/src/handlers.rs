@@ -215,7 +215,7 @@ pub fn login(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiRespons
 /// marker is later than their issue time), so no session outlives a
 /// password change, whatever the interleaving.
 fn confirm_credentials(
-    conn: &spin_sdk::sqlite::Connection,
+    conn: &app_common::db::Connection,
     account: &Account,
     refresh_token: &str,
 ) -> Result<(), ApiError> {

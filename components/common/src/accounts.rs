@@ -11,11 +11,11 @@
 //! hash, so none can reach a response, a cache entry or a log.
 
 use crate::db::{exec, is_unique_violation, text};
+use crate::db::{Connection, QueryResult, Value};
 use crate::principal::Role;
 use crate::time::rfc3339_millis;
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
-use spin_sdk::sqlite::{Connection, QueryResult, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const DATABASE: &str = crate::db::DATABASE;
@@ -53,8 +53,9 @@ const MIGRATIONS: crate::db::Migrations = &[
             user_id TEXT NOT NULL,
             created_at INTEGER NOT NULL
         )",
-            "INSERT OR IGNORE INTO admin_bootstrap (id, user_id, created_at)
-            SELECT 1, id, created_at FROM users WHERE role = 'admin' ORDER BY id LIMIT 1",
+            "INSERT INTO admin_bootstrap (id, user_id, created_at)
+            SELECT 1, id, created_at FROM users WHERE role = 'admin' ORDER BY id LIMIT 1
+            ON CONFLICT DO NOTHING",
         ],
     ),
 ];
@@ -218,8 +219,10 @@ pub fn insert_bootstrapping(
         };
         let claimed = exec(
             conn,
-            "INSERT OR IGNORE INTO admin_bootstrap (id, user_id, created_at)
-             SELECT 1, ?, ? WHERE NOT EXISTS (SELECT 1 FROM users WHERE role = 'admin')
+            "INSERT INTO admin_bootstrap (id, user_id, created_at)
+             SELECT 1, CAST(? AS TEXT), CAST(? AS BIGINT)
+             WHERE NOT EXISTS (SELECT 1 FROM users WHERE role = 'admin')
+             ON CONFLICT DO NOTHING
              RETURNING user_id",
             &[text(&account.id), Value::Integer(account.created_at as i64)],
         )?;

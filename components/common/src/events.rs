@@ -42,11 +42,11 @@
 //! the receiving host retries in memory: a host killed while handling a
 //! message loses that delivery.
 
+use crate::db::Connection;
 use crate::db::{self, exec, int, text, Migrations};
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use spin_sdk::sqlite::Connection;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The envelope version this code writes and reads.
@@ -256,12 +256,21 @@ fn try_flush(conn: &Connection, settings: &EventSettings) -> Result<usize> {
     }
     let claimed = exec(
         conn,
+        // The outer condition repeats the inner one: on PostgreSQL a
+        // concurrent flusher re-checks it after waiting for the row, so it
+        // skips rows another instance has just claimed.
         "UPDATE event_outbox SET claimed_until = ?
          WHERE seq IN (SELECT seq FROM event_outbox
                        WHERE sent_at IS NULL AND claimed_until < ?
                        ORDER BY seq LIMIT ?)
+           AND sent_at IS NULL AND claimed_until < ?
          RETURNING seq, event_id, channel, payload",
-        &[int(now + CLAIM_MILLIS as i64), int(now), int(FLUSH_BATCH)],
+        &[
+            int(now + CLAIM_MILLIS as i64),
+            int(now),
+            int(FLUSH_BATCH),
+            int(now),
+        ],
     )?;
     let mut rows = claimed
         .rows
@@ -353,7 +362,8 @@ fn release(conn: &Connection, rows: &[Outgoing], error: &str) -> Result<()> {
         exec(
             conn,
             "UPDATE event_outbox SET attempts = attempts + 1, last_error = ?,
-                 claimed_until = ? + min(60000, 500 * (1 << min(attempts + 1, 7)))
+                 claimed_until = ? + CASE WHEN attempts + 1 >= 7 THEN 60000
+                                          ELSE 500 * (1 << (attempts + 1)) END
              WHERE event_id = ? AND sent_at IS NULL",
             &[text(error), int(now), text(&row.event_id)],
         )?;

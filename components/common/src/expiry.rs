@@ -19,9 +19,9 @@
 //!   30) and the claimant sweeps. A full batch (a backlog) makes the next
 //!   request sweep again, so removal keeps pace with creation.
 
+use crate::db::Connection;
 use crate::db::{self, exec, int, text, Migrations};
 use anyhow::{anyhow, Context as _, Result};
-use spin_sdk::sqlite::Connection;
 use spin_sdk::wit::wasi::keyvalue::atomics::{self, Cas};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -63,7 +63,9 @@ pub fn schedule(key: &str, expires_at_millis: u64) -> Result<()> {
     exec(
         &conn,
         "INSERT INTO expiring_keys (key, expires_at) VALUES (?, ?)
-         ON CONFLICT (key) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+         ON CONFLICT (key) DO UPDATE SET expires_at =
+             CASE WHEN excluded.expires_at > expiring_keys.expires_at
+                  THEN excluded.expires_at ELSE expiring_keys.expires_at END",
         &[text(key), int(expires_at_millis as i64)],
     )?;
     Ok(())

@@ -1,5 +1,6 @@
 //! Reading the counters, and probing each dependency the app declares: the
-//! `default` key-value store, the `default` SQLite database, and the message
+//! `default` key-value store, the database (SQLite `default`, or PostgreSQL
+//! when `database_url` is set), and the message
 //! backend (outbound Redis at the `redis_address` variable — the embedded
 //! broker under runtime-host, a real server under Spin or with Redis
 //! runtime config).
@@ -53,7 +54,7 @@ pub fn check_all() -> Vec<Check> {
     };
     vec![
         probe("key-value store `default`", check_key_value()),
-        probe("SQLite database `default`", check_sqlite()),
+        probe("database", check_database()),
         probe("message backend", check_messages()),
     ]
 }
@@ -65,9 +66,11 @@ fn check_key_value() -> Result<()> {
     Ok(())
 }
 
-fn check_sqlite() -> Result<()> {
-    let conn = spin_sdk::sqlite::Connection::open_default().context("open")?;
-    conn.execute("SELECT 1", &[]).context("query")?;
+/// The configured database (SQLite `default`, or PostgreSQL at
+/// `database_url`) opens and answers.
+fn check_database() -> Result<()> {
+    let conn = app_common::db::open()?;
+    app_common::db::exec(&conn, "SELECT 1", &[])?;
     Ok(())
 }
 

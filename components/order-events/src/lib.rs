@@ -67,7 +67,7 @@ pub const DEFAULT_RETENTION_SECS: u64 = 7 * 24 * 3600;
 fn sweep() {
     let retention =
         app_common::config::var_u64("processed_events_retention_seconds", DEFAULT_RETENTION_SECS);
-    let processed = |conn: &spin_sdk::sqlite::Connection, now: u64, limit: i64| {
+    let processed = |conn: &app_common::db::Connection, now: u64, limit: i64| {
         let retention_millis = retention.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))? * 1000;
         // The table exists once this crate's migrations ran.
         orders_model::store::connect()?;

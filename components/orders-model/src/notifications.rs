@@ -9,8 +9,8 @@
 
 use anyhow::{anyhow, Result};
 use app_common::db::{exec, int, opt_text, text};
+use app_common::db::{Connection, QueryResult};
 use serde::Serialize;
-use spin_sdk::sqlite::{Connection, QueryResult};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Claims `event_id` for processing; `false` when it was processed before.
@@ -50,8 +50,8 @@ pub fn sweep_processed(conn: &Connection, before_millis: u64, limit: i64) -> Res
     }
     let result = exec(
         conn,
-        "DELETE FROM processed_events WHERE rowid IN (
-             SELECT rowid FROM processed_events WHERE processed_at < ?
+        "DELETE FROM processed_events WHERE event_id IN (
+             SELECT event_id FROM processed_events WHERE processed_at < ?
              ORDER BY processed_at LIMIT ?)
          RETURNING event_id",
         &[int(before_millis as i64), int(limit)],
@@ -149,7 +149,7 @@ pub fn insert(conn: &Connection, n: &Notification) -> Result<bool> {
             text(&n.message),
             int(n.created_at as i64),
             n.read_at
-                .map_or(spin_sdk::sqlite::Value::Null, |t| int(t as i64)),
+                .map_or(app_common::db::Value::Null, |t| int(t as i64)),
         ],
     )?;
     Ok(!result.rows.is_empty())

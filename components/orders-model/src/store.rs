@@ -17,8 +17,8 @@
 use crate::status::OrderStatus;
 use anyhow::{anyhow, Context as _, Result};
 use app_common::db::{self, exec, int, opt_text, text, Migrations};
+use app_common::db::{Connection, QueryResult, Value};
 use serde::{Deserialize, Serialize};
-use spin_sdk::sqlite::{Connection, QueryResult, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Name of this schema in `schema_version`.
@@ -236,7 +236,9 @@ pub fn insert(conn: &Connection, order: &Order, idempotency: Option<&Idempotency
         conn,
         &format!(
             "INSERT INTO orders ({COLUMNS}, idempotency_key, request_hash, first_response)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT DO NOTHING
+             RETURNING id"
         ),
         &[
             text(&order.id),
@@ -257,11 +259,11 @@ pub fn insert(conn: &Connection, order: &Order, idempotency: Option<&Idempotency
             opt_text(idempotency.map(|i| i.first_response.as_str())),
         ],
     );
-    match result {
-        Ok(_) => Ok(true),
-        Err(e) if db::is_unique_violation(&e) && idempotency.is_some() => Ok(false),
-        Err(e) => Err(e.context("insert order")),
-    }
+    // `ON CONFLICT DO NOTHING`, not a caught violation: on PostgreSQL a
+    // violation would abort the caller's transaction, which still has to
+    // read the earlier order.
+    let inserted = result.context("insert order")?;
+    Ok(!inserted.rows.is_empty())
 }
 
 pub fn find(conn: &Connection, id: &str) -> Result<Option<Order>> {

@@ -16,6 +16,7 @@ use crate::rules::{
 use crate::store::{self, KvChunks, Upload};
 use anyhow::{anyhow, bail};
 use app_common::config::var_u64;
+use app_common::db::Connection;
 use app_common::error::Detail;
 use app_common::ids::{self, random_bytes};
 use app_common::metrics::{add_to_counter, record_business};
@@ -23,7 +24,6 @@ use app_common::pagination::{decode_cursor, parse_limit, Page};
 use app_common::time::{now_millis, rfc3339_millis};
 use app_common::{ApiError, ApiRequest, ApiResponse, Principal};
 use serde::Serialize;
-use spin_sdk::sqlite::Connection;
 
 /// The component's settings (variables).
 pub struct Settings {

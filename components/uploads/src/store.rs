@@ -19,9 +19,9 @@ use crate::intake::{chunk_key, remove_chunks, ChunkStore, ReceivedFile};
 use crate::rules::FileType;
 use anyhow::{anyhow, Context as _, Result};
 use app_common::db::{self, exec, text};
+use app_common::db::{Connection, QueryResult, Value};
 use app_common::time::now_millis;
 use spin_sdk::key_value::Store;
-use spin_sdk::sqlite::{Connection, QueryResult, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const SCHEMA: &str = "uploads";
@@ -228,7 +228,8 @@ pub fn mark_pending(conn: &Connection, id: &str, max_chunks: u64) -> Result<()> 
     exec(
         conn,
         "INSERT INTO upload_pending (id, max_chunks, started_at) VALUES (?, ?, ?)
-         ON CONFLICT (id) DO UPDATE SET max_chunks = max(max_chunks, excluded.max_chunks),
+         ON CONFLICT (id) DO UPDATE SET max_chunks = CASE WHEN excluded.max_chunks > upload_pending.max_chunks
+                                  THEN excluded.max_chunks ELSE upload_pending.max_chunks END,
          started_at = excluded.started_at",
         &[text(id), int(max_chunks), int(now_millis())],
     )?;

@@ -80,8 +80,20 @@ pub async fn set_status(host: &Host, token: &str, id: &str, status: &str) -> Rep
     .await
 }
 
-/// Rows of a statement run on the app's database through the probe.
+/// Rows of a statement run on the app's database: through the probe on
+/// SQLite, with `psql` on PostgreSQL (integers as numbers, text as strings).
 pub async fn sql(host: &Host, statement: &str) -> Vec<Vec<Value>> {
+    if let Some(db) = app::postgres_database(host) {
+        let column = |v: Option<String>| match v {
+            None => Value::Null,
+            Some(v) => v.parse::<i64>().map_or(Value::String(v), Value::from),
+        };
+        return app_tests::PostgresServer::shared()
+            .rows(&db, statement)
+            .into_iter()
+            .map(|row| row.into_iter().map(column).collect())
+            .collect();
+    }
     let r = app::call(
         host,
         "POST",
