@@ -74,7 +74,10 @@ impl Address {
     /// Parses `address`; an error says why without repeating it.
     pub fn parse(address: &str) -> PgResult<Address> {
         let mut config: tokio_postgres::Config = address.parse().map_err(|e| {
-            v4::Error::ConnectionFailed(format!("invalid PostgreSQL connection string: {e}"))
+            v4::Error::ConnectionFailed(format!(
+                "invalid PostgreSQL connection string: {}",
+                describe(&e)
+            ))
         })?;
         if config
             .get_connect_timeout()
@@ -296,7 +299,7 @@ pub async fn open(
             PoolError::Timeout(_) => {
                 format!("cannot connect to {shown}: no answer within {CONNECT_TIMEOUT:?}")
             }
-            PoolError::Backend(e) => format!("cannot connect to {shown}: {e}"),
+            PoolError::Backend(e) => format!("cannot connect to {shown}: {}", describe(&e)),
             e => format!("cannot connect to {shown}: {e}"),
         };
         tracing::debug!(component = %component.id, "{why}");
@@ -344,8 +347,21 @@ fn bad_parameter(e: anyhow::Error) -> String {
     format!("{e:#}")
 }
 
+/// `e` and its causes (`tokio-postgres` shows only its own part): "db
+/// error: ERROR: relation \"x\" does not exist", "error connecting to
+/// server: Connection refused (os error 111)".
+fn describe(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
 fn query_failed(e: tokio_postgres::Error) -> v4::Error {
-    let text = e.to_string();
+    let text = describe(&e);
     v4::Error::QueryFailed(match e.as_db_error() {
         None => v4::QueryError::Text(text),
         Some(db) => {
