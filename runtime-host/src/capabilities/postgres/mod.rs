@@ -28,6 +28,9 @@
 //! Values map as in [`types`]. Every version's adapter ([`guest`]) converts
 //! to the 4.2.0 types, which this module uses throughout.
 
+// The WIT error carries PostgreSQL's structured error; it is returned as is.
+#![allow(clippy::result_large_err)]
+
 pub mod guest;
 pub mod types;
 
@@ -514,10 +517,12 @@ mod tests {
             hosts("postgres://u:secret@db.example.com:6543/app?sslmode=require"),
             [("db.example.com".to_string(), Some(6543))]
         );
+        // tokio-postgres fills in a URL's missing port.
         assert_eq!(
             hosts("postgres://u:secret@db.example.com/app"),
-            [("db.example.com".to_string(), None)]
+            [("db.example.com".to_string(), Some(5432))]
         );
+        assert_eq!(hosts("host=db"), [("db".to_string(), None)]);
         assert_eq!(
             hosts("host=localhost port=15432 user=postgres password=postgres dbname=spin_dev"),
             [("localhost".to_string(), Some(15432))]
