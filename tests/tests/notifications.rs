@@ -256,9 +256,12 @@ async fn committed_events_survive_a_sigkill_before_publication() {
     // Orders may not reach the message backend: its events stay unsent in
     // the outbox although the orders are committed.
     let manifest = app::manifest_with_probe();
-    let line = r#"allowed_outbound_hosts = ["{{ users_base_url }}", "{{ redis_address }}"]"#;
+    let line = r#"allowed_outbound_hosts = ["{{ users_base_url }}", "{{ redis_address }}", "{{ database_host }}"]"#;
     assert_eq!(manifest.matches(line).count(), 1, "orders' allow-list");
-    let cut_off = manifest.replace(line, r#"allowed_outbound_hosts = ["{{ users_base_url }}"]"#);
+    let cut_off = manifest.replace(
+        line,
+        r#"allowed_outbound_hosts = ["{{ users_base_url }}", "{{ database_host }}"]"#,
+    );
     let mut host = start_with(&cut_off, &[], &[]);
     let (_, ada) = register_ok(&host, "Ada", "ada@example.com").await;
     let id = create_ok(&host, &ada).await["id"]

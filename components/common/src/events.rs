@@ -362,8 +362,9 @@ fn release(conn: &Connection, rows: &[Outgoing], error: &str) -> Result<()> {
         exec(
             conn,
             "UPDATE event_outbox SET attempts = attempts + 1, last_error = ?,
-                 claimed_until = ? + CASE WHEN attempts + 1 >= 7 THEN 60000
-                                          ELSE 500 * (1 << (attempts + 1)) END
+                 claimed_until = CAST(? AS BIGINT) + CASE attempts WHEN 0 THEN 1000 WHEN 1 THEN 2000
+                     WHEN 2 THEN 4000 WHEN 3 THEN 8000 WHEN 4 THEN 16000
+                     WHEN 5 THEN 32000 ELSE 60000 END
              WHERE event_id = ? AND sent_at IS NULL",
             &[text(error), int(now), text(&row.event_id)],
         )?;
