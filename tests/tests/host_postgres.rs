@@ -1,14 +1,16 @@
 //! Outbound PostgreSQL against a real PostgreSQL: the p2 fixture (spin-sdk
 //! 5.2) runs statement scripts through `spin:postgres@4.0.0` (served by the
 //! host's 4.2.0 by semver), `spin:postgres@3.0.0` and
-//! `fermyon:spin/postgres@2.0.0` (see the fixture's `/pg/:version` route).
+//! `fermyon:spin/postgres@2.0.0` (see the fixture's `/pg/:version` route);
+//! the p3 fixture (spin-sdk 7) uses `spin:postgres@4.2.0`'s async functions.
 
 use app_tests::{free_port, request, wasm, Host, PostgresServer};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// A host with the p2 fixture at `/ok/...` (allowed `allowed`) and at
-/// `/denied/...` (allowed only another port).
+/// `/denied/...` (allowed only another port), and the p3 fixture at
+/// `/p3/...` (allowed `allowed`).
 fn start(allowed: &str) -> Host {
     let manifest = format!(
         r#"spin_manifest_version = 2
@@ -20,6 +22,12 @@ component = "ok"
 [[trigger.http]]
 route = "/denied/..."
 component = "denied"
+[[trigger.http]]
+route = "/p3/..."
+component = "p3"
+[component.p3]
+source = "{p3}"
+allowed_outbound_hosts = ["{allowed}"]
 [component.ok]
 source = "{p2}"
 allowed_outbound_hosts = ["{allowed}"]
@@ -28,6 +36,7 @@ source = "{p2}"
 allowed_outbound_hosts = ["postgres://127.0.0.1:1"]
 "#,
         p2 = wasm("fixture-p2-app").display(),
+        p3 = wasm("fixture-p3-app").display(),
     );
     Host::start(&manifest, &[])
 }
@@ -514,4 +523,50 @@ async fn older_interfaces_see_what_their_version_has() {
             "{version}: {e}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_async_interface_serves_spin_sdk_7() {
+    let pg = PostgresServer::shared();
+    let url = pg.fresh_database();
+    let host = start(&pg.host_entry());
+    let run = |address: String, statements: Value| {
+        let url = host.url("/p3/pg");
+        async move {
+            let body = json!({ "address": address, "statements": statements });
+            let r = request("POST", url, body.to_string()).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json().as_array().expect("a list of results").clone()
+        }
+    };
+    let out = run(
+        url.clone(),
+        json!([
+            exec("CREATE TABLE t (i int8, s text)", json!([])),
+            exec("BEGIN", json!([])),
+            exec(
+                "INSERT INTO t VALUES ($1, $2), ($3, $4)",
+                json!([{"int64": 1}, {"str": "one"}, {"int64": 2}, {"null": null}])
+            ),
+            exec("COMMIT", json!([])),
+            query("SELECT i, s FROM t ORDER BY i", json!([])),
+            query("SELECT i FROM t WHERE false", json!([])),
+            exec("INSERT INTO missing VALUES (1)", json!([])),
+        ]),
+    )
+    .await;
+    assert_eq!(out[2], json!({ "affected": 2 }), "{out:?}");
+    assert_eq!(
+        out[4],
+        json!({
+            "columns": [["i", "Int64"], ["s", "Str"]],
+            "rows": [["Int64(1)", "Str(\"one\")"], ["Int64(2)", "DbNull"]],
+        })
+    );
+    assert_eq!(out[5], json!({ "columns": [["i", "Int64"]], "rows": [] }));
+    assert!(error_of(&out[6]).contains("42P01"), "{}", out[6]);
+
+    let elsewhere = url.replace(&pg.port.to_string(), &free_port().to_string());
+    let out = run(elsewhere, json!([])).await;
+    assert!(error_of(&out[0]).contains("is not permitted"), "{}", out[0]);
 }
