@@ -345,8 +345,10 @@ pub fn list(
         params.push(text(role.as_str()));
     }
     if let Some(prefix) = &filter.email_prefix {
-        conditions.push("substr(email, 1, ?) = ?");
-        params.push(Value::Integer(prefix.chars().count() as i64));
+        // The length comes from the text itself: PostgreSQL's `substr`
+        // takes a 32-bit length, and the app binds 64-bit integers.
+        conditions.push("substr(email, 1, length(?)) = ?");
+        params.push(text(prefix));
         params.push(text(prefix));
     }
     if let Some(after) = after {
