@@ -387,9 +387,12 @@ fn fuzz(root: &Path, iterations: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether a Debian package's programs are installed.
+type Installed = fn() -> bool;
+
 /// The servers black-box tests start on their own: (Debian package, whether
 /// it is installed).
-const TEST_SERVERS: &[(&str, fn() -> bool)] = &[
+const TEST_SERVERS: &[(&str, Installed)] = &[
     ("redis-server", || which("redis-server")),
     ("mosquitto", || {
         which("mosquitto") || Path::new("/usr/sbin/mosquitto").is_file()
