@@ -380,6 +380,12 @@ pub fn is_unique_violation(error: &anyhow::Error) -> bool {
 /// IMMEDIATE`; PostgreSQL a transaction-scoped advisory lock), so two
 /// instances starting at once apply each version exactly once.
 pub fn migrate(conn: &Connection, schema: &str, migrations: Migrations) -> Result<()> {
+    // The common case, every request of a migrated database: one read, no
+    // lock (a WASIp2 instance serves one request, so this runs each time).
+    let latest = migrations.last().map_or(0, |(version, _)| *version);
+    if recorded_version(conn, schema).is_some_and(|v| v >= latest) {
+        return Ok(());
+    }
     let engine = conn.engine();
     transaction(conn, |conn| {
         if engine == Engine::Postgres {
@@ -429,6 +435,21 @@ pub fn migrate(conn: &Connection, schema: &str, migrations: Migrations) -> Resul
         Ok(())
     })
     .with_context(|| format!("migrate schema `{schema}`"))
+}
+
+/// The version `schema_version` records for `schema`; `None` when there is
+/// none yet (or no table: a fresh database; callers inside a transaction
+/// have opened the database through their schema's migration first, so
+/// the table exists and the read cannot abort their transaction).
+fn recorded_version(conn: &Connection, schema: &str) -> Option<i64> {
+    conn.execute(
+        "SELECT version FROM schema_version WHERE schema = ?",
+        &[text(schema)],
+    )
+    .ok()?
+    .rows
+    .first()
+    .and_then(|r| r.get::<i64>(0))
 }
 
 /// Runs `work` inside one transaction; an error rolls everything back.
