@@ -718,6 +718,13 @@ impl PostgresServer {
         out
     }
 
+    /// Starts the stopped server again on its port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (uid, gid) = Self::run_as();
+        self.spawn(uid, gid);
+    }
+
     /// Stops the server (fast shutdown) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

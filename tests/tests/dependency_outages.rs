@@ -1,12 +1,13 @@
 //! The app when Redis fails, black-box with real redis-server processes:
 //! a stopped key-value store is a prompt 503 with `Retry-After` naming it
 //! (liveness stays 200), and after a Redis restart readiness waits for the
-//! Redis trigger's subscription and no acknowledged event is lost.
+//! Redis trigger's subscription and no acknowledged event is lost. The same
+//! for PostgreSQL when it holds the records.
 
 mod orders_support;
 
 use app_tests::app::{self, register, register_ok, PASSWORD};
-use app_tests::{eventually, Host, RedisServer, Reply, TempDir};
+use app_tests::{eventually, Host, PostgresServer, RedisServer, Reply, TempDir};
 use orders_support::*;
 use std::future::Future;
 use std::time::Duration;
@@ -166,4 +167,55 @@ async fn after_a_redis_restart_ready_waits_for_the_subscription_and_no_event_is_
     );
     let got = wait_for_notifications(&host, &ada, 2).await;
     assert_eq!(got[0]["orderId"], id.as_str(), "{got:?}");
+}
+
+#[tokio::test]
+async fn a_stopped_postgresql_is_a_prompt_503_that_names_the_database_and_nothing_is_lost() {
+    let mut pg = PostgresServer::start();
+    let host = app::start(
+        Some(&keys()),
+        &[
+            ("database_url", &pg.create_database("app")),
+            ("database_host", &pg.host_entry()),
+        ],
+    );
+    let (_, ada) = register_ok(&host, "Ada", "ada@example.com").await;
+    let order = create_ok(&host, &ada).await;
+
+    pg.stop();
+    let r = bounded(
+        "register",
+        register(&host, "Bob", "bob@example.com", PASSWORD),
+    )
+    .await;
+    app::assert_error(&r, 503, "service_unavailable");
+    assert!(r.header("retry-after").is_some(), "{r:?}");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("database"), "{message}");
+    let r = bounded("GET /health", app_tests::get(host.url("/health"))).await;
+    assert_eq!(r.status, 200, "liveness touches no database: {}", r.text());
+    let r = bounded(
+        "GET /health/ready",
+        app_tests::get(host.url("/health/ready")),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("database"), "{}", r.text());
+    // The password is a secret: not in any answer or log line.
+    let logs = host.stdout() + &host.stderr();
+    assert!(!logs.contains(PostgresServer::PASSWORD), "{logs}");
+
+    // Back up: the same pool reconnects, and what was acknowledged is there.
+    pg.restart();
+    let back = eventually(Duration::from_secs(30), || async {
+        register(&host, "Bob", "bob@example.com", PASSWORD)
+            .await
+            .status
+            == 201
+    })
+    .await;
+    assert!(back, "{}", host.stderr());
+    let id = order["id"].as_str().unwrap();
+    let r = app::authed(&host, "GET", &format!("/api/orders/{id}"), &ada).await;
+    assert_eq!(r.status, 200, "{}", r.text());
 }

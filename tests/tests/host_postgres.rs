@@ -421,7 +421,10 @@ async fn a_database_that_is_down_fails_fast() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_port = silent.local_addr().unwrap().port();
     let host = start("postgres://127.0.0.1:*");
-    for (port, within) in [(refused, 2), (silent_port, 8)] {
+    // What the error says shows why it ended (refused, or the connect
+    // timeout); the time bound only catches a hang, generous enough for a
+    // loaded machine.
+    for (port, cause) in [(refused, "refused"), (silent_port, "no answer within")] {
         let address = format!("postgres://postgres:pw@127.0.0.1:{port}/db?sslmode=disable");
         let started = Instant::now();
         let out = script(
@@ -436,7 +439,8 @@ async fn a_database_that_is_down_fails_fast() {
         let e = error_of(&out[0]);
         assert!(e.starts_with("ConnectionFailed"), "{e}");
         assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
-        assert!(took < Duration::from_secs(within), "{port}: took {took:?}");
+        assert!(e.to_lowercase().contains(cause), "{port}: {e}");
+        assert!(took < Duration::from_secs(30), "{port}: took {took:?}");
     }
     drop(silent);
 }
