@@ -11,6 +11,7 @@ mod http;
 mod manifest;
 mod messaging;
 mod runtime_config;
+mod schedule;
 mod state;
 mod up;
 mod variables;

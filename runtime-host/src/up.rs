@@ -21,6 +21,7 @@ use crate::state::{AppContext, ComponentContext, HostState, InstanceLimits};
 use crate::variables::Variables;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
+use http::{HeaderName, HeaderValue};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -88,6 +89,16 @@ pub struct UpCommand {
     /// key-value store on Redis, embedded otherwise).
     #[arg(long, value_enum)]
     message_backend: Option<MessageBackend>,
+    /// A request the host sends to the app itself on a schedule, for work
+    /// no request should wait for (repeatable): `EVERY=PATH` sends
+    /// `POST PATH` every EVERY (`30s=/maintenance/run`).
+    #[arg(long, value_name = "EVERY=PATH", value_parser = parse_schedule)]
+    schedule: Vec<crate::schedule::Schedule>,
+    /// A header of every scheduled request (repeatable), `NAME: VALUE`;
+    /// VALUE may use the app's variables (`authorization: Bearer {{ maintenance_token }}`)
+    /// and is never printed.
+    #[arg(long, value_name = "NAME: VALUE")]
+    schedule_header: Vec<String>,
     /// Attempts per message before it is dead-lettered.
     #[arg(long, default_value = "5")]
     message_max_attempts: u32,
@@ -98,6 +109,10 @@ pub struct UpCommand {
 
 fn parse_faults(s: &str) -> Result<Faults, String> {
     Faults::parse(s).map_err(|e| format!("{e:#}"))
+}
+
+fn parse_schedule(s: &str) -> Result<crate::schedule::Schedule, String> {
+    crate::schedule::Schedule::parse(s).map_err(|e| format!("{e:#}"))
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -119,6 +134,7 @@ impl UpCommand {
     async fn run_async(self) -> Result<()> {
         let (app, manifest_path) = self.load_app()?;
         let variables = Variables::resolve(&app, &self.variables, |k| std::env::var(k).ok())?;
+        let schedule_headers = self.schedule_headers(&variables)?;
         let state_dir = self.create_state_dir(&app)?;
 
         let runtime_config = match &self.runtime_config_file {
@@ -204,6 +220,7 @@ impl UpCommand {
             &app_ctx,
             &state_dir,
         );
+        crate::schedule::start(self.schedule.clone(), schedule_headers, local);
         server::serve(
             listener,
             trigger,
@@ -221,6 +238,24 @@ impl UpCommand {
         app_ctx.key_value.flush();
         eprintln!("Stopped.");
         Ok(())
+    }
+
+    /// The `--schedule-header`s with the app's variables expanded; an
+    /// error names the header, never its value.
+    fn schedule_headers(&self, variables: &Variables) -> Result<Vec<(HeaderName, HeaderValue)>> {
+        self.schedule_header
+            .iter()
+            .map(|h| {
+                let (name, template) = crate::schedule::parse_header(h)?;
+                let value = variables
+                    .expand(&template)
+                    .with_context(|| format!("--schedule-header `{name}`"))?;
+                let value = HeaderValue::from_str(&value).with_context(|| {
+                    format!("--schedule-header `{name}`: not a valid header value")
+                })?;
+                Ok((name, value))
+            })
+            .collect()
     }
 
     /// The manifest (a file, or a directory holding `spin.toml`), checked

@@ -176,6 +176,37 @@ async fn a_metrics_token_guards_the_scrape() {
 }
 
 #[tokio::test]
+async fn maintenance_runs_only_for_its_token_and_reports_what_it_did() {
+    let off = app::start(None, &[]);
+    let r = app::call(&off, "POST", "/maintenance/run", &[], "").await;
+    app::assert_error(&r, 403, "forbidden");
+    assert!(r.text().contains("maintenance_token"), "{}", r.text());
+
+    let host = app::start(None, &[("maintenance_token", "maint-secret")]);
+    for auth in [None, Some("Bearer wrong"), Some("Bearer maint-secre")] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let r = app::call(&host, "POST", "/maintenance/run", &headers, "").await;
+        app::assert_error(&r, 401, "unauthenticated");
+    }
+    let r = app::call(
+        &host,
+        "POST",
+        "/maintenance/run",
+        &[("authorization", "Bearer maint-secret")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report = r.json();
+    assert_eq!(report["published"], 0, "{report}");
+    assert_eq!(report["outboxBacklog"], false, "{report}");
+    assert!(report["expiredKeysRemoved"].is_u64(), "{report}");
+    assert_eq!(report["sweepBacklog"], false, "{report}");
+    let r = app::call(&host, "GET", "/maintenance/run", &[], "").await;
+    assert_eq!(r.status, 405, "{}", r.text());
+}
+
+#[tokio::test]
 async fn health_is_live_and_ready_follows_redis() {
     let mut redis = RedisServer::start();
     let dir = app_tests::TempDir::new("ready");

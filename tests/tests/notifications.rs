@@ -441,3 +441,58 @@ async fn deleting_a_user_anonymises_their_orders_and_removes_their_notifications
     .await;
     assert_eq!(r.status, 404, "cached profile removed: {}", r.text());
 }
+
+#[tokio::test]
+async fn a_scheduled_maintenance_run_delivers_an_event_with_no_other_request() {
+    // Orders cannot reach the message backend, so its event stays in the
+    // outbox; nothing but the host's own schedule calls the app afterwards.
+    let manifest = app::manifest_with_probe();
+    let line = r#"allowed_outbound_hosts = ["{{ users_base_url }}", "{{ redis_address }}", "{{ database_host }}"]"#;
+    assert_eq!(manifest.matches(line).count(), 1, "orders' allow-list");
+    let cut_off = manifest.replace(
+        line,
+        r#"allowed_outbound_hosts = ["{{ users_base_url }}", "{{ database_host }}"]"#,
+    );
+    let host = start_with(
+        &cut_off,
+        &[("maintenance_token", "scheduled-secret")],
+        &[
+            "--schedule",
+            "1s=/maintenance/run",
+            "--schedule-header",
+            "authorization: Bearer {{ maintenance_token }}",
+        ],
+    );
+    let (_, ada) = register_ok(&host, "Ada", "ada@example.com").await;
+    let id = create_ok(&host, &ada).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // From here on only the schedule reaches the app (the checks read the
+    // database directly).
+    let delivered = eventually(DELIVERY, || async {
+        sql(&host, "SELECT count(*) FROM notifications").await[0][0] == 1
+    })
+    .await;
+    assert!(delivered, "{}", host.stderr());
+    let rows = sql(
+        &host,
+        &format!("SELECT order_id FROM notifications WHERE order_id = '{id}'"),
+    )
+    .await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let rows = sql(
+        &host,
+        "SELECT sent_at FROM event_outbox WHERE type = 'order.created'",
+    )
+    .await;
+    assert!(rows[0][0].is_i64(), "{rows:?}");
+    let runs = host
+        .stdout()
+        .lines()
+        .filter(|l| l.contains("\"route\":\"/maintenance/run\"") && l.contains("\"status\":200"))
+        .count();
+    assert!(runs >= 1, "{}", host.stdout());
+    assert!(!host.stdout().contains("scheduled-secret"));
+    assert!(!host.stderr().contains("scheduled-secret"));
+}

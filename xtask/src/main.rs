@@ -222,7 +222,7 @@ fn up(root: &Path, extra: &[String]) -> Result<()> {
             PathBuf::from(".spin")
         }
     };
-    for (name, value) in dev_token_keys(&root.join(state_dir), extra)? {
+    for (name, value) in dev_token_keys(&root.join(&state_dir), extra)? {
         // In the environment, not the arguments: other local users can list
         // a process's arguments (`ps`), not its environment.
         cmd.env(
@@ -230,8 +230,43 @@ fn up(root: &Path, extra: &[String]) -> Result<()> {
             value,
         );
     }
+    // The relay and sweeper run on a schedule, as a platform's cron would
+    // call them (docs: README, "Records in PostgreSQL").
+    if !extra.iter().any(|a| a == "--schedule") {
+        if let Some(token) = dev_maintenance_token(&root.join(&state_dir), extra)? {
+            cmd.env("SPIN_VARIABLE_MAINTENANCE_TOKEN", token);
+        }
+        cmd.args(["--schedule", MAINTENANCE_SCHEDULE]).args([
+            "--schedule-header",
+            "authorization: Bearer {{ maintenance_token }}",
+        ]);
+    }
     cmd.args(extra);
     run_cmd(&mut cmd)
+}
+
+/// How often `cargo xtask up` has the host call `POST /maintenance/run`.
+const MAINTENANCE_SCHEDULE: &str = "30s=/maintenance/run";
+
+/// A development `maintenance_token` under `<state-dir>/dev-keys/`, made on
+/// first use; `None` when one is given explicitly.
+fn dev_maintenance_token(state_dir: &Path, extra: &[String]) -> Result<Option<String>> {
+    let given = extra.iter().any(|a| a.starts_with("maintenance_token="))
+        || std::env::var_os("SPIN_VARIABLE_MAINTENANCE_TOKEN").is_some();
+    if given {
+        return Ok(None);
+    }
+    let path = state_dir.join("dev-keys/maintenance_token");
+    if !path.is_file() {
+        let seed = ed25519_compact::Seed::generate();
+        let token: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::create_dir_all(path.parent().unwrap())
+            .with_context(|| format!("create {}", path.display()))?;
+        write_private(&path, &token)?;
+    }
+    let token =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    Ok(Some(token.trim().to_string()))
 }
 
 /// Development token keys for a local run: an Ed25519 key pair generated

@@ -243,6 +243,37 @@ pub fn flush(conn: &Connection, settings: &EventSettings) {
     }
 }
 
+/// What [`drain`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    pub published: usize,
+    /// Publishable rows remain (more than `max_batches` batches were due).
+    pub backlog: bool,
+}
+
+/// Publishes due rows, up to `max_batches` batches of [`FLUSH_BATCH`]:
+/// the relay's home on platforms without a long-lived process (a
+/// scheduler calls the maintenance route, which calls this), so no event
+/// waits for unrelated traffic. Fails when the message backend refused a
+/// batch (the rows stay for the next call).
+pub fn drain(conn: &Connection, settings: &EventSettings, max_batches: usize) -> Result<Drained> {
+    let mut published = 0;
+    for _ in 0..max_batches {
+        let sent = try_flush(conn, settings)?;
+        published += sent;
+        if sent < FLUSH_BATCH as usize {
+            return Ok(Drained {
+                published,
+                backlog: false,
+            });
+        }
+    }
+    Ok(Drained {
+        published,
+        backlog: true,
+    })
+}
+
 fn try_flush(conn: &Connection, settings: &EventSettings) -> Result<usize> {
     migrate(conn)?;
     let now = crate::time::now_millis() as i64;

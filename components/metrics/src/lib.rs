@@ -5,8 +5,10 @@
 //! | `GET /metrics` | [`metrics`]: every component's counters, format 0.0.4; bearer token if `metrics_token` is set |
 //! | `GET /health` | [`health`]: liveness, no dependencies touched |
 //! | `GET /health/ready` | [`ready`]: key-value store, database and message backend (answering, and the events channel subscribed); 503 naming what is down |
+//! | `POST /maintenance/run` | [`maintenance::run`]: drains the event outbox and sweeps expired state; bearer `maintenance_token`, for a scheduler |
 
 pub mod exposition;
+mod maintenance;
 mod readiness;
 
 use app_common::{serve, ApiError, ApiRequest, ApiResponse, Router};
@@ -21,6 +23,7 @@ enum Endpoint {
     Metrics,
     Health,
     Ready,
+    Maintenance,
 }
 
 fn routes() -> Router<Endpoint> {
@@ -28,6 +31,7 @@ fn routes() -> Router<Endpoint> {
         .get("/metrics", Endpoint::Metrics)
         .get("/health", Endpoint::Health)
         .get("/health/ready", Endpoint::Ready)
+        .post("/maintenance/run", Endpoint::Maintenance)
 }
 
 #[http_component]
@@ -40,6 +44,7 @@ async fn dispatch(endpoint: Endpoint, request: &ApiRequest) -> Result<ApiRespons
         Endpoint::Metrics => metrics(request),
         Endpoint::Health => health(),
         Endpoint::Ready => ready(),
+        Endpoint::Maintenance => maintenance::run(request),
     }
 }
 
@@ -73,7 +78,7 @@ fn metrics(request: &ApiRequest) -> Result<ApiResponse, ApiError> {
 
 /// Compares without an early exit, so timing does not reveal how much of a
 /// guessed token was right.
-fn tokens_match(given: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn tokens_match(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len()
         && given
             .iter()
