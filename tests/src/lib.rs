@@ -651,18 +651,9 @@ impl PostgresServer {
     /// superuser); whether it succeeded and its output (unaligned, tuples
     /// only, `|`-separated).
     pub fn psql(&self, database: &str, sql: &str) -> (bool, String) {
-        let out = Command::new(self.bindir.join("psql"))
-            .arg("-h")
-            .arg(self.dir.path())
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                Self::USER,
-                "-d",
-                database,
-            ])
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        let out = self
+            .psql_command(database)
+            .args(["-c", sql])
             .output()
             .expect("psql (installed with postgresql)");
         let text = format!(
@@ -677,18 +668,8 @@ impl PostgresServer {
     pub fn rows(&self, database: &str, sql: &str) -> Vec<Vec<Option<String>>> {
         const FIELD: char = '\u{1f}';
         const NULL: &str = "\u{1e}";
-        let out = Command::new(self.bindir.join("psql"))
-            .arg("-h")
-            .arg(self.dir.path())
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                Self::USER,
-                "-d",
-                database,
-            ])
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        let out = self
+            .psql_command(database)
             .arg(format!("--field-separator={FIELD}"))
             .arg(format!("--pset=null={NULL}"))
             .args(["-c", sql])
@@ -709,6 +690,25 @@ impl PostgresServer {
                     .collect()
             })
             .collect()
+    }
+
+    /// `psql` on `database` over the socket, as the superuser: unaligned,
+    /// tuples only, stopping at the first error, no `~/.psqlrc`.
+    fn psql_command(&self, database: &str) -> Command {
+        let mut command = Command::new(self.bindir.join("psql"));
+        command
+            .arg("-h")
+            .arg(self.dir.path())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                Self::USER,
+                "-d",
+                database,
+            ])
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+        command
     }
 
     /// [`PostgresServer::psql`] that must succeed; its output.

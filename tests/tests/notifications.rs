@@ -251,17 +251,23 @@ async fn failing_messages_are_retried_then_dead_lettered() {
     wait_for_notifications(&host, &ada, 1).await;
 }
 
+/// The app (with the probe) where orders may not reach the message
+/// backend: its events stay unsent in the outbox.
+fn manifest_where_orders_cannot_publish() -> String {
+    let manifest = app::manifest_with_probe();
+    let line = r#"allowed_outbound_hosts = ["{{ users_base_url }}", "{{ redis_address }}", "{{ database_host }}"]"#;
+    assert_eq!(manifest.matches(line).count(), 1, "orders' allow-list");
+    manifest.replace(
+        line,
+        r#"allowed_outbound_hosts = ["{{ users_base_url }}", "{{ database_host }}"]"#,
+    )
+}
+
 #[tokio::test]
 async fn committed_events_survive_a_sigkill_before_publication() {
     // Orders may not reach the message backend: its events stay unsent in
     // the outbox although the orders are committed.
-    let manifest = app::manifest_with_probe();
-    let line = r#"allowed_outbound_hosts = ["{{ users_base_url }}", "{{ redis_address }}", "{{ database_host }}"]"#;
-    assert_eq!(manifest.matches(line).count(), 1, "orders' allow-list");
-    let cut_off = manifest.replace(
-        line,
-        r#"allowed_outbound_hosts = ["{{ users_base_url }}", "{{ database_host }}"]"#,
-    );
+    let cut_off = manifest_where_orders_cannot_publish();
     let mut host = start_with(&cut_off, &[], &[]);
     let (_, ada) = register_ok(&host, "Ada", "ada@example.com").await;
     let id = create_ok(&host, &ada).await["id"]
@@ -446,13 +452,7 @@ async fn deleting_a_user_anonymises_their_orders_and_removes_their_notifications
 async fn a_scheduled_maintenance_run_delivers_an_event_with_no_other_request() {
     // Orders cannot reach the message backend, so its event stays in the
     // outbox; nothing but the host's own schedule calls the app afterwards.
-    let manifest = app::manifest_with_probe();
-    let line = r#"allowed_outbound_hosts = ["{{ users_base_url }}", "{{ redis_address }}", "{{ database_host }}"]"#;
-    assert_eq!(manifest.matches(line).count(), 1, "orders' allow-list");
-    let cut_off = manifest.replace(
-        line,
-        r#"allowed_outbound_hosts = ["{{ users_base_url }}", "{{ database_host }}"]"#,
-    );
+    let cut_off = manifest_where_orders_cannot_publish();
     let host = start_with(
         &cut_off,
         &[("maintenance_token", "scheduled-secret")],
