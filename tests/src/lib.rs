@@ -83,6 +83,9 @@ pub struct Host {
     pub port: u16,
     pub args: Vec<String>,
     pub envs: Vec<(String, String)>,
+    /// A Redis server of this host's own (the edge profile's counters),
+    /// stopped with it.
+    pub redis: Option<RedisServer>,
     child: Option<Child>,
 }
 
@@ -118,6 +121,7 @@ impl Host {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            redis: None,
             child: None,
         };
         host.spawn().expect("host starts");
@@ -833,18 +837,27 @@ where
     }
 }
 
-/// The application's own `spin.toml` (repository root) with every
-/// component `source` made absolute, so a [`Host`] started in a temporary
-/// directory serves the real, built components.
+/// The application's manifest with every component `source` made
+/// absolute, so a [`Host`] started in a temporary directory serves the
+/// real, built components: the root `spin.toml`, or under
+/// `APP_TEST_PLATFORM=edge` ([`app::on_edge`]) the edge manifest
+/// `deploy/edge/spin.toml` that `cargo xtask edge-manifest` derives from it.
 pub fn app_manifest() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spin.toml");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = if app::on_edge() {
+        root.join("deploy/edge/spin.toml")
+    } else {
+        root.join("spin.toml")
+    };
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     text.lines()
         .map(|line| {
             let built = line
                 .trim()
-                .strip_prefix("source = \"target/wasm32-wasip2/release/")
+                .strip_prefix("source = \"")
+                .map(|rest| rest.trim_start_matches("../../"))
+                .and_then(|rest| rest.strip_prefix("target/wasm32-wasip2/release/"))
                 .and_then(|rest| rest.strip_suffix(".wasm\""));
             match built {
                 Some(package) => format!("source = \"{}\"", wasm(package).display()),
@@ -931,6 +944,13 @@ pub mod app {
     /// `redis_address` (`/probe/sql/default`, `/probe/kv/default/<key>`,
     /// `/probe/publish/<channel>`, ...; see the fixture).
     pub fn manifest_with_probe() -> String {
+        // The edge platform has no SQLite: there the probe has none either
+        // (tests read records with psql).
+        let sqlite = if on_edge() {
+            ""
+        } else {
+            "sqlite_databases = [\"default\"]\n"
+        };
         format!(
             r#"{}
 
@@ -941,8 +961,7 @@ component = "probe"
 [component.probe]
 source = "{}"
 key_value_stores = ["default"]
-sqlite_databases = ["default"]
-allowed_outbound_hosts = ["{{{{ redis_address }}}}"]
+{sqlite}allowed_outbound_hosts = ["{{{{ redis_address }}}}"]
 variables = {{ redis_address = "{{{{ redis_address }}}}" }}
 "#,
             super::app_manifest(),
@@ -976,21 +995,42 @@ variables = {{ redis_address = "{{{{ redis_address }}}}" }}
             all.push(("database_url".into(), server.fresh_database()));
             all.push(("database_host".into(), server.host_entry()));
         }
+        // The edge profile's counters live in Redis: a server per host, so
+        // hosts never see each other's rate-limit windows or metrics.
+        let redis = (on_edge() && !variables.iter().any(|(n, _)| *n == "redis_address"))
+            .then(crate::RedisServer::start);
+        if let Some(redis) = &redis {
+            all.push(("redis_address".into(), redis.url()));
+        }
         let args: Vec<String> = all
             .iter()
             .flat_map(|(n, v)| ["--variable".to_string(), format!("{n}={v}")])
             .collect();
         let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if on_edge() {
+            args.extend_from_slice(&["--platform", "edge"]);
+        }
         args.extend_from_slice(extra);
-        Host::start(manifest, &args)
+        let mut host = Host::start(manifest, &args);
+        host.redis = redis;
+        host
     }
 
     /// Whether the app's suites run on PostgreSQL: `APP_TEST_DATABASE=postgres`
-    /// (the second pass of `cargo xtask test`) gives every host started here
-    /// a fresh database in [`crate::PostgresServer::shared`]; otherwise the
-    /// app uses its embedded SQLite.
+    /// (the second pass of `cargo xtask test`) or the edge profile gives
+    /// every host started here a fresh database in
+    /// [`crate::PostgresServer::shared`]; otherwise the app uses its
+    /// embedded SQLite.
     pub fn on_postgres() -> bool {
-        std::env::var("APP_TEST_DATABASE").is_ok_and(|v| v == "postgres")
+        on_edge() || std::env::var("APP_TEST_DATABASE").is_ok_and(|v| v == "postgres")
+    }
+
+    /// Whether the app's suites run as on the edge platform:
+    /// `APP_TEST_PLATFORM=edge` (the third pass of `cargo xtask test`)
+    /// serves the edge manifest with `runtime-host up --platform edge`,
+    /// records in PostgreSQL and counters in a Redis server of each host.
+    pub fn on_edge() -> bool {
+        std::env::var("APP_TEST_PLATFORM").is_ok_and(|v| v == "edge")
     }
 
     /// The PostgreSQL database a host's `database_url` names, if any.

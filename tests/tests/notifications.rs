@@ -255,12 +255,16 @@ async fn failing_messages_are_retried_then_dead_lettered() {
 /// backend: its events stay unsent in the outbox.
 fn manifest_where_orders_cannot_publish() -> String {
     let manifest = app::manifest_with_probe();
-    let line = r#"allowed_outbound_hosts = ["{{ users_base_url }}", "{{ redis_address }}", "{{ database_host }}"]"#;
+    let line = r#"allowed_outbound_hosts = ["{{ users_base_url }}", "{{ redis_address }}", "{{ database_host }}", "{{ events_url }}"]"#;
     assert_eq!(manifest.matches(line).count(), 1, "orders' allow-list");
-    manifest.replace(
-        line,
-        r#"allowed_outbound_hosts = ["{{ users_base_url }}", "{{ database_host }}"]"#,
-    )
+    // The transport the outbox uses: HTTP to order-events at the edge
+    // (where Redis holds orders' counters), Redis pub/sub elsewhere.
+    let transport = if app::on_edge() {
+        r#", "{{ events_url }}""#
+    } else {
+        r#""{{ redis_address }}", "#
+    };
+    manifest.replace(line, &line.replacen(transport, "", 1))
 }
 
 #[tokio::test]

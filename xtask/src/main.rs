@@ -20,6 +20,7 @@
 //!   campaign each (default 1,000,000 inputs); `test` runs them briefly.
 
 mod bench;
+mod edge;
 
 use anyhow::{bail, Context as _, Result};
 use std::path::{Path, PathBuf};
@@ -67,8 +68,9 @@ fn run() -> Result<()> {
             soak(&root, minutes)
         }
         "fuzz" => fuzz(&root, flag_value(rest, "--iterations").unwrap_or("1000000")),
+        "edge-manifest" => edge::write(&root),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <build | up [-- runtime-host args] | test [-- cargo test args] | bench [--quick] [--no-build] | soak [--minutes N] | fuzz [--iterations N]>");
+            println!("usage: cargo xtask <build | up [-- runtime-host args] | test [-- cargo test args] | bench [--quick] [--no-build] | soak [--minutes N] | fuzz [--iterations N] | edge-manifest>");
             Ok(())
         }
         other => bail!("unknown task `{other}`; try `cargo xtask help`"),
@@ -371,8 +373,34 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         cmd.args(extra)
             .env("APP_TARGET_DIR", target_dir(root))
             .env("APP_TEST_DATABASE", "postgres"),
+    )?;
+    // And as on the edge platform: the edge manifest under
+    // `runtime-host up --platform edge`, PostgreSQL and Redis.
+    let mut cmd = cargo();
+    cmd.current_dir(root)
+        .args(["test", "--release", "-p", "app-tests"]);
+    for suite in EDGE_SUITES {
+        cmd.args(["--test", suite]);
+    }
+    run_cmd(
+        cmd.args(extra)
+            .env("APP_TARGET_DIR", target_dir(root))
+            .env("APP_TEST_PLATFORM", "edge"),
     )
 }
+
+/// The black-box suites of every component, run a third time as on the
+/// edge platform.
+const EDGE_SUITES: &[&str] = &[
+    "api_common",
+    "auth",
+    "users",
+    "orders",
+    "order_status_preconditions",
+    "notifications",
+    "uploads",
+    "metrics",
+];
 
 /// The black-box suites that run on SQLite and again on PostgreSQL.
 const BOTH_ENGINE_SUITES: &[&str] = &[

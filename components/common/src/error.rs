@@ -149,12 +149,15 @@ impl ApiError {
     }
 
     /// 500: the client learns only that it failed and the correlation id.
-    /// A failure caused by the key-value store or the database being down
-    /// or locked is not a bug here: it becomes
+    /// A failure caused by the key-value store, the counter store or the
+    /// database being down or locked is not a bug here: it becomes
     /// [`ApiError::dependency_unavailable`] (503).
     pub fn internal(cause: anyhow::Error) -> ApiError {
         if crate::kv::is_unavailable(&cause) {
             return ApiError::dependency_unavailable("the key-value store", cause);
+        }
+        if crate::counters::is_unavailable(&cause) {
+            return ApiError::dependency_unavailable("the counter store (Redis)", cause);
         }
         if crate::db::is_unavailable(&cause) {
             return ApiError::dependency_unavailable("the database", cause);

@@ -12,9 +12,18 @@
 //! A component that changes state and announces it writes the event into
 //! the `event_outbox` table **in the same SQLite transaction** as the change
 //! ([`enqueue`]), so there is never a change without its event or an event
-//! without its change. After the commit it publishes the event through
-//! outbound Redis to the `events_channel` channel at `redis_address` and
-//! marks the row sent ([`publish_after_commit`]).
+//! without its change. After the commit it delivers the event and marks
+//! the row sent ([`publish_after_commit`]), by one of two transports:
+//!
+//! - Redis pub/sub (the default): `PUBLISH` to the `events_channel`
+//!   channel at `redis_address`; the Redis trigger of order-events
+//!   consumes it.
+//! - HTTP, when `events_url` is set (the edge profile: the platform has no
+//!   Redis trigger): a `POST` of the envelope to that URL, order-events'
+//!   private route reached by service chaining, which handles the event
+//!   before it answers. A refusal that no retry can fix (422) and
+//!   [`MAX_HTTP_ATTEMPTS`] failed attempts dead-letter the row: kept with
+//!   `dead_at` for inspection, counted in `events_dead_lettered_total`.
 //!
 //! If publishing fails (Redis down, host killed between commit and publish),
 //! the row stays unsent and a later request to any component using the
@@ -131,11 +140,17 @@ impl Event {
     }
 }
 
-/// Where events go: variables `events_channel` and `redis_address`.
+/// Where events go: variables `events_channel` and `redis_address`, or
+/// `events_url` when set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventSettings {
     pub channel: String,
     pub redis_address: String,
+    /// Deliver over HTTP (a `POST` per event) to this URL instead of
+    /// publishing to Redis: the edge profile, where the platform has no
+    /// Redis trigger (`http://order-events.spin.internal`, a private route
+    /// reached by service chaining).
+    pub url: Option<String>,
 }
 
 impl EventSettings {
@@ -145,16 +160,18 @@ impl EventSettings {
                 .unwrap_or_else(|| DEFAULT_CHANNEL.into()),
             redis_address: crate::config::var("redis_address")?
                 .unwrap_or_else(|| DEFAULT_REDIS_ADDRESS.into()),
+            url: crate::config::var("events_url")?,
         })
     }
 }
 
 const SCHEMA: &str = "events";
 
-const MIGRATIONS: Migrations = &[(
-    1,
-    &[
-        "CREATE TABLE IF NOT EXISTS event_outbox (
+const MIGRATIONS: Migrations = &[
+    (
+        1,
+        &[
+            "CREATE TABLE IF NOT EXISTS event_outbox (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             event_id TEXT NOT NULL UNIQUE,
             channel TEXT NOT NULL,
@@ -166,12 +183,20 @@ const MIGRATIONS: Migrations = &[(
             sent_at INTEGER,
             last_error TEXT
         )",
-        "CREATE INDEX IF NOT EXISTS event_outbox_unsent ON event_outbox (seq)
+            "CREATE INDEX IF NOT EXISTS event_outbox_unsent ON event_outbox (seq)
             WHERE sent_at IS NULL",
-        "CREATE INDEX IF NOT EXISTS event_outbox_sent ON event_outbox (sent_at)
+            "CREATE INDEX IF NOT EXISTS event_outbox_sent ON event_outbox (sent_at)
             WHERE sent_at IS NOT NULL",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        // A dead letter: HTTP delivery gave up (see [`MAX_HTTP_ATTEMPTS`]). Its
+        // `sent_at` is set too, so it leaves the queue and is pruned like a
+        // sent row; `dead_at` and `last_error` say why it never arrived.
+        &["ALTER TABLE event_outbox ADD COLUMN dead_at INTEGER"],
+    ),
+];
 
 static MIGRATED: AtomicBool = AtomicBool::new(false);
 
@@ -213,6 +238,8 @@ struct Outgoing {
     event_id: String,
     channel: String,
     payload: String,
+    /// Failed attempts so far.
+    attempts: i64,
 }
 
 /// After the commit: publishes `events` (enqueued by this request), then
@@ -226,6 +253,7 @@ pub fn publish_after_commit(conn: &Connection, settings: &EventSettings, events:
             event_id: e.event_id.clone(),
             channel: settings.channel.clone(),
             payload: e.to_json(),
+            attempts: 0,
         })
         .collect();
     match publish_rows(conn, settings, own) {
@@ -295,7 +323,7 @@ fn try_flush(conn: &Connection, settings: &EventSettings) -> Result<usize> {
                        WHERE sent_at IS NULL AND claimed_until < ?
                        ORDER BY seq LIMIT ?)
            AND sent_at IS NULL AND claimed_until < ?
-         RETURNING seq, event_id, channel, payload",
+         RETURNING seq, event_id, channel, payload, attempts",
         &[
             int(now + CLAIM_MILLIS as i64),
             int(now),
@@ -317,6 +345,7 @@ fn try_flush(conn: &Connection, settings: &EventSettings) -> Result<usize> {
                 event_id: s(1)?,
                 channel: s(2)?,
                 payload: s(3)?,
+                attempts: r.get::<i64>(4).context("event_outbox attempts")?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -325,35 +354,121 @@ fn try_flush(conn: &Connection, settings: &EventSettings) -> Result<usize> {
 }
 
 /// Publishes claimed rows in order, marking each sent; on the first
-/// failure releases it and the rest (for a later attempt) and fails.
+/// failure puts it and the rest back (for a later attempt) and fails. A
+/// row the consumer refuses for good is dead-lettered and the rest go on.
 fn publish_rows(conn: &Connection, settings: &EventSettings, rows: Vec<Outgoing>) -> Result<usize> {
     if rows.is_empty() {
         return Ok(0);
     }
-    let redis = match spin_sdk::redis::Connection::open(&settings.redis_address) {
-        Ok(redis) => redis,
-        Err(e) => {
-            let error = format!("open Redis at the `redis_address` variable: {e}");
-            release(conn, &rows, &error)?;
+    let transport = match Transport::open(settings) {
+        Ok(transport) => transport,
+        Err(error) => {
+            release(conn, &rows, &error, None)?;
             bail!("{error}");
         }
     };
     let mut sent = 0;
     for (i, row) in rows.iter().enumerate() {
-        if let Err(error) = publish(&redis, row) {
-            release(conn, &rows[i..], &error)?;
-            bail!("{error}");
+        match transport.deliver(row) {
+            Ok(()) => {
+                exec(
+                    conn,
+                    "UPDATE event_outbox SET sent_at = ?, attempts = attempts + 1, last_error = NULL
+                     WHERE event_id = ?",
+                    &[int(crate::time::now_millis() as i64), text(&row.event_id)],
+                )?;
+                sent += 1;
+            }
+            Err(Undelivered::Refused(error)) => dead_letter(conn, row, &error)?,
+            Err(Undelivered::Retry(error)) => {
+                release(conn, &rows[i..], &error, transport.max_attempts())?;
+                bail!("{error}");
+            }
         }
-        exec(
-            conn,
-            "UPDATE event_outbox SET sent_at = ?, attempts = attempts + 1, last_error = NULL
-             WHERE event_id = ?",
-            &[int(crate::time::now_millis() as i64), text(&row.event_id)],
-        )?;
-        sent += 1;
     }
     prune(conn)?;
     Ok(sent)
+}
+
+/// How events leave the outbox.
+enum Transport {
+    /// `PUBLISH` on the row's channel (the Redis trigger consumes it).
+    Redis(spin_sdk::redis::Connection),
+    /// `POST` of the envelope to `events_url` (order-events' private route).
+    Http(String),
+}
+
+/// Why one delivery did not go through.
+#[derive(Debug, PartialEq, Eq)]
+enum Undelivered {
+    /// Worth retrying later (down, busy, failed while handling).
+    Retry(String),
+    /// The consumer says it can never take this event.
+    Refused(String),
+}
+
+impl Transport {
+    fn open(settings: &EventSettings) -> Result<Transport, String> {
+        if let Some(url) = &settings.url {
+            return Ok(Transport::Http(url.clone()));
+        }
+        spin_sdk::redis::Connection::open(&settings.redis_address)
+            .map(Transport::Redis)
+            .map_err(|e| format!("open Redis at the `redis_address` variable: {e}"))
+    }
+
+    fn deliver(&self, row: &Outgoing) -> Result<(), Undelivered> {
+        match self {
+            Transport::Redis(redis) => publish(redis, row).map_err(Undelivered::Retry),
+            Transport::Http(url) => post(url, row),
+        }
+    }
+
+    /// Attempts before a row is dead-lettered. Redis pub/sub has none here:
+    /// a failed publish reached nobody, and the receiving host dead-letters
+    /// what its subscriber keeps failing on.
+    fn max_attempts(&self) -> Option<i64> {
+        match self {
+            Transport::Redis(_) => None,
+            Transport::Http(_) => Some(MAX_HTTP_ATTEMPTS),
+        }
+    }
+}
+
+/// Failed HTTP deliveries of one event before it is dead-lettered: with
+/// the back-off of [`retry_delay_millis`], about two minutes of retrying.
+pub const MAX_HTTP_ATTEMPTS: i64 = 8;
+
+/// One `POST` of the envelope. Service chaining from inside a handler: the
+/// call is driven to completion here, so the outbox stays synchronous.
+fn post(url: &str, row: &Outgoing) -> Result<(), Undelivered> {
+    use spin_sdk::http::{Method, Request, Response};
+    let request = Request::builder()
+        .method(Method::Post)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(row.payload.clone())
+        .build();
+    let response: Response = spin_sdk::http::run(spin_sdk::http::send(request))
+        .map_err(|e| Undelivered::Retry(format!("POST the event to `events_url` ({url}): {e}")))?;
+    let status = *response.status();
+    let body =
+        String::from_utf8_lossy(&response.body()[..response.body().len().min(300)]).into_owned();
+    classify(
+        status,
+        &format!("the consumer at {url} answered {status}: {body}"),
+    )
+}
+
+/// What a consumer's status means for the row: 2xx delivered; 404 (a
+/// route not deployed yet), 408, 429 and 5xx retried; any other refusal
+/// (422 unreadable, 413 too large) is final.
+fn classify(status: u16, error: &str) -> Result<(), Undelivered> {
+    match status {
+        200..=299 => Ok(()),
+        404 | 408 | 429 | 500..=599 => Err(Undelivered::Retry(error.to_string())),
+        _ => Err(Undelivered::Refused(error.to_string())),
+    }
 }
 
 /// `PUBLISH` through `execute`, which (unlike `publish`, under Spin too)
@@ -384,22 +499,78 @@ fn publish(redis: &spin_sdk::redis::Connection, row: &Outgoing) -> Result<(), St
     }
 }
 
-/// Gives claimed rows back for a later request to retry, after a delay
-/// that doubles with each failed attempt (1 s, 2 s, 4 s, … at most 60 s),
-/// so a message backend that is down is not hammered by every request.
-fn release(conn: &Connection, rows: &[Outgoing], error: &str) -> Result<()> {
-    let now = crate::time::now_millis() as i64;
+/// Delay before retrying a row that failed `attempts` times before this
+/// failure: 1 s, 2 s, 4 s, … at most 60 s, so a consumer that is down is
+/// not hammered by every request.
+pub fn retry_delay_millis(attempts: i64) -> i64 {
+    1000_i64
+        .saturating_mul(1 << attempts.clamp(0, 6))
+        .min(60_000)
+}
+
+/// Gives claimed rows back for a later attempt: the first failed (one
+/// more attempt, retried after [`retry_delay_millis`]; dead-lettered once
+/// it reaches `max_attempts`), the rest were not tried and wait as long.
+fn release(
+    conn: &Connection,
+    rows: &[Outgoing],
+    error: &str,
+    max_attempts: Option<i64>,
+) -> Result<()> {
+    let Some(failed) = rows.first() else {
+        return Ok(());
+    };
+    if max_attempts.is_some_and(|max| failed.attempts + 1 >= max) {
+        dead_letter(conn, failed, error)?;
+        return release_untried(conn, &rows[1..], crate::time::now_millis() as i64, error);
+    }
+    let retry_at = crate::time::now_millis() as i64 + retry_delay_millis(failed.attempts);
+    exec(
+        conn,
+        "UPDATE event_outbox SET attempts = attempts + 1, last_error = ?, claimed_until = ?
+         WHERE event_id = ? AND sent_at IS NULL",
+        &[text(error), int(retry_at), text(&failed.event_id)],
+    )?;
+    release_untried(conn, &rows[1..], retry_at, error)
+}
+
+/// Rows that waited behind a failure: due again at `retry_at`, attempts
+/// unchanged.
+fn release_untried(conn: &Connection, rows: &[Outgoing], retry_at: i64, error: &str) -> Result<()> {
     for row in rows {
         exec(
             conn,
-            "UPDATE event_outbox SET attempts = attempts + 1, last_error = ?,
-                 claimed_until = CAST(? AS BIGINT) + CASE attempts WHEN 0 THEN 1000 WHEN 1 THEN 2000
-                     WHEN 2 THEN 4000 WHEN 3 THEN 8000 WHEN 4 THEN 16000
-                     WHEN 5 THEN 32000 ELSE 60000 END
+            "UPDATE event_outbox SET last_error = ?, claimed_until = ?
              WHERE event_id = ? AND sent_at IS NULL",
-            &[text(error), int(now), text(&row.event_id)],
+            &[text(error), int(retry_at), text(&row.event_id)],
         )?;
     }
+    Ok(())
+}
+
+/// Gives up on a row: marked dead (and sent, so it leaves the queue),
+/// counted in `events_dead_lettered_total`, logged as an error.
+fn dead_letter(conn: &Connection, row: &Outgoing, error: &str) -> Result<()> {
+    let now = crate::time::now_millis() as i64;
+    exec(
+        conn,
+        "UPDATE event_outbox SET sent_at = ?, dead_at = ?, attempts = attempts + 1, last_error = ?
+         WHERE event_id = ? AND sent_at IS NULL",
+        &[int(now), int(now), text(error), text(&row.event_id)],
+    )?;
+    let kind = crate::events::Event::parse(row.payload.as_bytes())
+        .map(|e| e.kind)
+        .unwrap_or_else(|_| "unknown".into());
+    crate::metrics::add_to_counter("events_dead_lettered_total", &[("type", &kind)], 1);
+    crate::logging::emit_value(serde_json::json!({
+        "ts": crate::time::rfc3339_millis(now as u64),
+        "level": "error",
+        "msg": "event dead-lettered: the consumer will not get it; it stays in event_outbox (dead_at) for inspection",
+        "event_id": row.event_id,
+        "type": kind,
+        "attempts": row.attempts + 1,
+        "error": error,
+    }));
     Ok(())
 }
 
@@ -465,6 +636,32 @@ mod tests {
         e.version = 1;
         e.event_id.clear();
         assert!(Event::parse(e.to_json().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn retries_back_off_to_a_minute() {
+        let delays: Vec<i64> = (0..9).map(retry_delay_millis).collect();
+        assert_eq!(
+            delays,
+            [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]
+        );
+        assert_eq!(retry_delay_millis(-1), 1000);
+        assert_eq!(retry_delay_millis(i64::MAX), 60000);
+    }
+
+    #[test]
+    fn consumer_answers_decide_retry_or_dead_letter() {
+        assert_eq!(classify(200, "e"), Ok(()));
+        assert_eq!(classify(204, "e"), Ok(()));
+        for retried in [404, 408, 429, 500, 503] {
+            assert_eq!(classify(retried, "e"), Err(Undelivered::Retry("e".into())));
+        }
+        for refused in [400, 405, 413, 422] {
+            assert_eq!(
+                classify(refused, "e"),
+                Err(Undelivered::Refused("e".into()))
+            );
+        }
     }
 
     #[test]

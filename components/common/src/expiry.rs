@@ -13,16 +13,17 @@
 //!   one key-value `delete-many`, one transaction removing those rows. A
 //!   row is removed only if its time did not move meanwhile, so a key
 //!   re-registered during a sweep keeps its row.
-//! - [`maybe_sweep`] is what requests call: one key-value read of the lease
-//!   `sweep:<component>` in the common case (no write); when the lease is
-//!   due, compare-and-swap claims it for `sweep_interval_seconds` (default
-//!   30) and the claimant sweeps. A full batch (a backlog) makes the next
+//! - [`maybe_sweep`] is what requests call: the lease `sweep:<component>`
+//!   in the counter store ([`Counters::claim_lease`]: one key-value read
+//!   in the common case, no write; or one Redis `SET NX`); when it is due,
+//!   the request claims it for `sweep_interval_seconds` (default 30) and
+//!   sweeps. A full batch (a backlog) makes the next
 //!   request sweep again, so removal keeps pace with creation.
 
+use crate::counters::Counters;
 use crate::db::Connection;
 use crate::db::{self, exec, int, text, Migrations};
-use anyhow::{anyhow, Context as _, Result};
-use spin_sdk::wit::wasi::keyvalue::atomics::{self, Cas};
+use anyhow::{Context as _, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Most keys (and most rows per retention task) one sweep removes.
@@ -146,15 +147,6 @@ pub fn lease_key(component: &str) -> String {
     format!("sweep:{component}")
 }
 
-/// Whether a lease holding `stored` (the next sweep time, Unix ms, as
-/// decimal text) is due at `now`; an absent or unreadable lease is due.
-pub fn lease_due(stored: Option<&[u8]>, now: u64) -> bool {
-    stored
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .is_none_or(|next| next <= now)
-}
-
 /// Sweeps when `component`'s lease is due (see the module docs). Never
 /// fails the caller: problems are logged.
 pub fn maybe_sweep(component: &str, tasks: &[Task]) {
@@ -171,27 +163,13 @@ pub fn maybe_sweep(component: &str, tasks: &[Task]) {
 
 fn try_maybe_sweep(component: &str, tasks: &[Task]) -> Result<()> {
     let key = lease_key(component);
-    let store = crate::kv::open()?;
-    let now = crate::time::now_millis();
-    // The common case: one read, not due, nothing written.
-    if !lease_due(store.get(&key)?.as_deref(), now) {
-        return Ok(());
-    }
+    let counters = Counters::open()?;
     let interval = crate::config::var_u64("sweep_interval_seconds", DEFAULT_INTERVAL_SECS)?;
-    let bucket = crate::kv::open_bucket()?;
-    let cas = Cas::new(&bucket, &key).map_err(|e| anyhow!("{e:?}"))?;
-    let current = cas.current().map_err(|e| anyhow!("{e:?}"))?;
-    if !lease_due(current.as_deref(), now) {
+    if !counters.claim_lease(&key, interval.max(1) * 1000)? {
         return Ok(());
     }
-    let next = now + interval.max(1) * 1000;
-    if atomics::swap(cas, next.to_string().as_bytes()).is_err() {
-        // Another request claimed it first.
-        return Ok(());
-    }
-    let report = sweep(tasks)?;
-    if report.backlog {
-        store.set(&key, now.to_string().as_bytes())?;
+    if sweep(tasks)?.backlog {
+        counters.release_lease(&key)?;
     }
     Ok(())
 }
@@ -201,11 +179,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn leases_are_due_when_absent_unreadable_or_past() {
-        assert!(lease_due(None, 5));
-        assert!(lease_due(Some(b"garbage"), 5));
-        assert!(lease_due(Some(b"5"), 5));
-        assert!(!lease_due(Some(b"6"), 5));
+    fn leases_are_per_component() {
         assert_eq!(lease_key("auth"), "sweep:auth");
     }
 }

@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod cache;
 pub mod config;
 pub mod correlation;
+pub mod counters;
 pub mod db;
 pub mod encoding;
 pub mod error;

@@ -1,6 +1,7 @@
 //! Request and business metrics, recorded by every component into the
-//! shared key-value store with atomic increments (exact under parallel
-//! load and across host instances). The metrics component reads them back
+//! shared counter store ([`crate::counters`]: key-value, or Redis in the
+//! edge profile) with atomic increments (exact under parallel load and
+//! across host instances). The metrics component reads them back
 //! and renders the Prometheus exposition.
 //!
 //! Key scheme (one counter per key, values are Spin's 8-byte little-endian
@@ -29,8 +30,8 @@
 //! two (so a registration lost to a crash heals). The index is as bounded
 //! as the series: component × method × route × status × bucket.
 
+use crate::counters::{Backend, Counters};
 use anyhow::{Context as _, Result};
-use spin_sdk::wit::wasi::keyvalue::atomics;
 
 pub const PREFIX: &str = "metrics:v1:";
 
@@ -146,8 +147,12 @@ pub fn with_keys(index: Option<Vec<String>>, keys: &[&str]) -> Option<Vec<String
 }
 
 /// Makes sure the index names `keys` (one read per shard; a write only
-/// for a shard that lacks one).
-pub fn ensure_indexed(keys: &[&str]) -> Result<()> {
+/// for a shard that lacks one). With counters in Redis the index is one
+/// set, [`REDIS_SERIES_KEY`], and adding is idempotent.
+pub fn ensure_indexed(counters: &Counters, keys: &[&str]) -> Result<()> {
+    if counters.backend() == Backend::Redis {
+        return counters.redis_set_add(REDIS_SERIES_KEY, keys);
+    }
     for shard in 0..INDEX_SHARDS {
         let mine: Vec<&str> = keys
             .iter()
@@ -167,17 +172,43 @@ pub fn ensure_indexed(keys: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The series index when counters are in Redis: one set of keys.
+pub const REDIS_SERIES_KEY: &str = "metrics:v1:series";
+
+/// Every series key the index names, what a scrape reads first: the
+/// shards' JSON lists in key-value (read with `get-many`), or the Redis set.
+pub fn indexed_series(counters: &Counters) -> Result<Vec<String>> {
+    let mut keys = match counters {
+        Counters::Redis(_) => counters.redis_set_members(REDIS_SERIES_KEY)?,
+        Counters::KeyValue(bucket) => {
+            let mut keys = Vec::new();
+            let shards = spin_sdk::wit::wasi::keyvalue::batch::get_many(bucket, &index_keys())
+                .context("read the metrics index")?;
+            for (shard, value) in shards {
+                let Some(bytes) = value else { continue };
+                let listed: Vec<String> = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("`{shard}` is not a JSON list of keys"))?;
+                keys.extend(listed);
+            }
+            keys
+        }
+    };
+    keys.retain(|k| k.starts_with(PREFIX));
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
 fn increment_all(increments: &[(String, i64)]) -> Result<()> {
-    let bucket = crate::kv::open_bucket()?;
+    let counters = Counters::open()?;
     let mut check = false;
     for (key, delta) in increments {
-        let value = atomics::increment(&bucket, key, *delta)
-            .with_context(|| format!("increment `{key}`"))?;
+        let value = counters.add(key, *delta, None)?;
         check |= needs_index_check(*delta, value);
     }
     if check {
         let keys: Vec<&str> = increments.iter().map(|(k, _)| k.as_str()).collect();
-        ensure_indexed(&keys).context("index new series")?;
+        ensure_indexed(&counters, &keys).context("index new series")?;
     }
     Ok(())
 }

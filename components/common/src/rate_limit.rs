@@ -1,21 +1,21 @@
-//! Fixed-window rate limits per client address, counted with
-//! `wasi:keyvalue` atomic increments so parallel requests (and several host
-//! instances on one Redis) are counted exactly.
+//! Fixed-window rate limits per client address, counted with atomic
+//! increments in the counter store ([`crate::counters`]: key-value, or
+//! Redis in the edge profile) so parallel requests (and several host
+//! instances) are counted exactly.
 //!
 //! Window `n` of a limit is `[n * window, (n + 1) * window)` in Unix
-//! seconds; its counter is `ratelimit:<scope>:<client>:<n>`. The first hit
-//! of a window (the increment that returns 1) registers the counter in the
-//! expiry index for the window's end ([`crate::expiry`]), so every counter
-//! is removed by the sweeper once its window is over, whether or not the
-//! client comes back; later hits write nothing but the increment.
+//! seconds; its counter is `ratelimit:<scope>:<client>:<n>`, created with
+//! an expiry at the window's end, so every counter is removed once its
+//! window is over, whether or not the client comes back; later hits write
+//! nothing but the increment.
 //!
 //! When the store cannot count (down), [`hit`] fails and the request is
 //! refused with 503 and `Retry-After` (fail closed, see
 //! [`crate::pipeline`]), never let through uncounted.
 
+use crate::counters::Counters;
 use crate::error::ApiError;
 use anyhow::{Context as _, Result};
-use spin_sdk::wit::wasi::keyvalue::atomics;
 
 /// At most `max` requests per `window_secs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,18 +81,10 @@ pub fn counter_key(scope: &str, client: &str, window_index: u64) -> String {
 /// Counts one request of `client` against `limit` in `scope`.
 pub fn hit(scope: &str, client: &str, limit: Limit) -> Result<Decision> {
     let (index, reset_secs) = window_at(limit, crate::time::now_secs());
-    let bucket = crate::kv::open_bucket()?;
     let key = counter_key(scope, client, index);
-    let count = atomics::increment(&bucket, &key, 1)
+    let count = Counters::open()?
+        .add(&key, 1, Some(window_end_millis(limit, index)))
         .with_context(|| format!("count a `{scope}` request"))?;
-    if count == 1 {
-        if let Err(e) = crate::expiry::schedule(&key, window_end_millis(limit, index)) {
-            // An unregistered counter would never be removed: drop it (this
-            // client's count restarts) rather than keep it forever.
-            let _ = bucket.delete(&key);
-            return Err(e.context(format!("register the `{scope}` window for expiry")));
-        }
-    }
     Ok(decide(limit, count.max(0) as u64, reset_secs))
 }
 

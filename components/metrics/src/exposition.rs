@@ -44,15 +44,6 @@ pub fn parse_series(series: &str) -> Option<(String, Labels)> {
     Some((name, labels))
 }
 
-/// Decodes a stored counter: Spin's 8-byte little-endian form (SQLite
-/// store) or decimal text (Redis store).
-pub fn decode_counter(bytes: &[u8]) -> Option<i64> {
-    if let Ok(array) = <[u8; 8]>::try_from(bytes) {
-        return Some(i64::from_le_bytes(array));
-    }
-    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
-}
-
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -233,13 +224,6 @@ mod tests {
         let (name, labels) = parse_series(r#"x_total{a="1",b="q\"u\\o\nte"}"#).unwrap();
         assert_eq!(name, "x_total");
         assert_eq!(labels[1], ("b".to_string(), "q\"u\\o\nte".to_string()));
-    }
-
-    #[test]
-    fn counters_decode_in_both_store_encodings() {
-        assert_eq!(decode_counter(&42i64.to_le_bytes()), Some(42));
-        assert_eq!(decode_counter(b"42"), Some(42));
-        assert_eq!(decode_counter(b"x"), None);
     }
 
     #[test]

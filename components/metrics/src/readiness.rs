@@ -1,46 +1,47 @@
 //! Reading the counters, and probing each dependency the app declares: the
 //! `default` key-value store, the database (SQLite `default`, or PostgreSQL
-//! when `database_url` is set), and the message
-//! backend (outbound Redis at the `redis_address` variable — the embedded
-//! broker under runtime-host, a real server under Spin or with Redis
-//! runtime config).
+//! when `database_url` is set), the message backend (outbound Redis at the
+//! `redis_address` variable — the embedded broker under runtime-host, a
+//! real server under Spin or with Redis runtime config; none when events
+//! go over HTTP, `events_url`), and the counter store when it is Redis.
 
-use crate::exposition::decode_counter;
 use anyhow::{Context as _, Result};
-use app_common::metrics::PREFIX;
+use app_common::counters::Counters;
 
-/// `(key, value)` of every metrics counter in the `default` store, found
-/// through the series index (`app_common::metrics::index_keys`), never by
-/// listing the store: a scrape reads the index shards, then the keys they
-/// name and the host's dead-letter counter, in `get-many` batches.
+/// `(key, value)` of every metrics counter, found through the series
+/// index (`app_common::metrics::indexed_series`), never by listing a
+/// store, read in batches; plus the host's dead-letter counter, which
+/// runtime-host keeps in the `default` key-value store.
 pub fn read_counters() -> Result<Vec<(String, i64)>> {
-    let bucket = app_common::kv::open_bucket()?;
-    let mut keys = vec![crate::DEAD_LETTERS_KEY.to_string()];
-    for (shard, value) in get_many(&bucket, &app_common::metrics::index_keys())? {
-        let Some(bytes) = value else { continue };
-        let listed: Vec<String> = serde_json::from_slice(&bytes)
-            .with_context(|| format!("`{shard}` is not a JSON list of keys"))?;
-        keys.extend(listed.into_iter().filter(|k| k.starts_with(PREFIX)));
-    }
-    let mut counters = Vec::with_capacity(keys.len());
+    let counters = Counters::open()?;
+    let keys = app_common::metrics::indexed_series(&counters)?;
+    let mut entries = Vec::with_capacity(keys.len() + 1);
     for chunk in keys.chunks(GET_MANY_BATCH) {
-        counters.extend(
-            get_many(&bucket, chunk)?
-                .into_iter()
-                .filter_map(|(k, v)| Some((k, decode_counter(&v?)?))),
+        let values = counters.get_many(chunk)?;
+        entries.extend(
+            chunk
+                .iter()
+                .zip(values)
+                .filter_map(|(k, v)| Some((k.clone(), v?))),
         );
     }
-    Ok(counters)
+    let bucket = app_common::kv::open_bucket()?;
+    let dead = spin_sdk::wit::wasi::keyvalue::batch::get_many(
+        &bucket,
+        &[crate::DEAD_LETTERS_KEY.to_string()],
+    )
+    .context("read the dead-letter count")?;
+    if let Some(n) = dead
+        .into_iter()
+        .find_map(|(_, v)| v.and_then(|b| app_common::counters::decode(&b)))
+    {
+        entries.push((crate::DEAD_LETTERS_KEY.to_string(), n));
+    }
+    Ok(entries)
 }
 
-/// Keys per `get-many` call.
+/// Keys per batch read.
 const GET_MANY_BATCH: usize = 500;
-
-type Bucket = spin_sdk::wit::wasi::keyvalue::store::Bucket;
-
-fn get_many(bucket: &Bucket, keys: &[String]) -> Result<Vec<(String, Option<Vec<u8>>)>> {
-    spin_sdk::wit::wasi::keyvalue::batch::get_many(bucket, keys).context("read metric values")
-}
 
 pub struct Check {
     pub name: String,
@@ -52,11 +53,29 @@ pub fn check_all() -> Vec<Check> {
         name: name.to_string(),
         error: result.err().map(|e| format!("{e:#}")),
     };
-    vec![
+    let mut checks = vec![
         probe("key-value store `default`", check_key_value()),
         probe("database", check_database()),
-        probe("message backend", check_messages()),
-    ]
+    ];
+    // With `events_url` set, events travel over HTTP inside the app (service
+    // chaining to order-events): no message backend to probe.
+    match app_common::config::var("events_url") {
+        Ok(Some(_)) => {}
+        _ => checks.push(probe("message backend", check_messages())),
+    }
+    if app_common::counters::Backend::configured().ok()
+        != Some(app_common::counters::Backend::KeyValue)
+    {
+        checks.push(probe("counter store (Redis)", check_counters()));
+    }
+    checks
+}
+
+/// The counter store (Redis at `redis_address` when `counters_store` is
+/// `redis`) answers a read.
+fn check_counters() -> Result<()> {
+    Counters::open()?.get_many(&["health:probe".to_string()])?;
+    Ok(())
 }
 
 fn check_key_value() -> Result<()> {

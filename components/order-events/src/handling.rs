@@ -1,5 +1,5 @@
 //! What one event does: [`plan`] (pure) reads the event into an effect,
-//! [`handle`] applies it in one transaction with the claim of its id.
+//! [`apply`] applies it in one transaction with the claim of its id.
 
 use anyhow::{anyhow, Context as _, Result};
 use app_common::events::Event;
@@ -114,10 +114,18 @@ pub fn plan(event: &Event) -> Result<Effect> {
     })
 }
 
-/// Handles one message.
-pub fn handle(payload: &[u8]) -> Result<Outcome> {
+/// Reads a message into its event and effect. An error here is permanent
+/// (no retry can make a malformed message readable).
+pub fn read(payload: &[u8]) -> Result<(Event, Effect)> {
     let event = Event::parse(payload)?;
     let effect = plan(&event)?;
+    Ok((event, effect))
+}
+
+/// Applies an event's effect in one transaction with the claim of its id.
+/// An error here (the database down, the order not visible yet) is worth
+/// retrying.
+pub fn apply(event: &Event, effect: Effect) -> Result<Outcome> {
     if effect == Effect::Ignore {
         return Ok(Outcome::Ignored);
     }

@@ -1,5 +1,10 @@
-//! Component `order-events` (Redis trigger on the `events_channel`
-//! channel, no HTTP route): reacts to domain events.
+//! Component `order-events`: reacts to domain events, delivered by either
+//! trigger with the same idempotent code:
+//! - the Redis trigger on the `events_channel` channel (runtime-host, Spin,
+//!   SpinKube), or
+//! - HTTP on a private route, reachable only through service chaining
+//!   ([`delivery`]): the outbox POSTs each event when `events_url` is set
+//!   (the edge profile, whose platform has no Redis trigger).
 //!
 //! | event | effect |
 //! |---|---|
@@ -13,9 +18,10 @@
 //! redelivered event (the outbox and the broker both deliver at least
 //! once) changes nothing.
 //!
-//! **Failures** return an error, so the host retries the message with
-//! backoff and finally dead-letters it (runtime-host: the dead-letter
-//! store and `metrics:dead_letters_total`). Every message is counted in
+//! **Failures** return an error, so the sender retries the message with
+//! backoff and finally dead-letters it (runtime-host's broker: the
+//! dead-letter store and `metrics:dead_letters_total`; the HTTP outbox:
+//! the row marked dead, `events_dead_lettered_total`). Every message is counted in
 //! `business_operations_total{operation="event_processing"}` with outcome
 //! `success`, `duplicate`, `ignored` or `failure`.
 //!
@@ -23,6 +29,7 @@
 //! component removes expired key-value state and claims in
 //! `processed_events` older than `processed_events_retention_seconds`.
 
+mod delivery;
 mod handling;
 
 use spin_sdk::redis_component;
@@ -30,21 +37,55 @@ use spin_sdk::redis_component;
 /// The name in logs and metrics.
 pub const COMPONENT: &str = "order-events";
 
+/// The Redis trigger: a message on `events_channel`.
 #[redis_component]
 fn on_message(message: bytes::Bytes) -> anyhow::Result<()> {
+    process(&message, "redis")
+        .map(|_| ())
+        .map_err(Failure::into_error)
+}
+
+/// Why a message was not handled.
+#[derive(Debug)]
+pub enum Failure {
+    /// Not a readable event (bad envelope, unknown version, unusable
+    /// data): no retry can help.
+    Unreadable(anyhow::Error),
+    /// Reading it worked, applying it did not (the database down, the
+    /// order not visible yet): worth retrying.
+    Failed(anyhow::Error),
+}
+
+impl Failure {
+    pub fn into_error(self) -> anyhow::Error {
+        match self {
+            Failure::Unreadable(e) | Failure::Failed(e) => e,
+        }
+    }
+}
+
+/// One message from either trigger (`trigger` names it in the log):
+/// handled, counted, logged, then expired state swept.
+fn process(message: &[u8], trigger: &str) -> Result<handling::Outcome, Failure> {
     let started = std::time::Instant::now();
-    let result = handling::handle(&message);
+    let result = match handling::read(message) {
+        Err(e) => Err(Failure::Unreadable(e)),
+        Ok((event, effect)) => handling::apply(&event, effect).map_err(Failure::Failed),
+    };
     let (outcome, level, error) = match &result {
         Ok(outcome) => (outcome.as_str(), "info", None),
-        Err(e) => ("failure", "error", Some(format!("{e:#}"))),
+        Err(Failure::Unreadable(e) | Failure::Failed(e)) => {
+            ("failure", "error", Some(format!("{e:#}")))
+        }
     };
     app_common::metrics::record_business("event_processing", outcome);
-    let head = handling::peek(&message);
+    let head = handling::peek(message);
     app_common::logging::emit_value(serde_json::json!({
         "ts": app_common::time::rfc3339_millis(app_common::time::now_millis()),
         "level": level,
         "msg": "event",
         "component": COMPONENT,
+        "trigger": trigger,
         "type": head.kind,
         "event_id": head.event_id,
         "correlation_id": head.correlation_id,
@@ -53,7 +94,7 @@ fn on_message(message: bytes::Bytes) -> anyhow::Result<()> {
         "error": error,
     }));
     sweep();
-    result.map(|_| ())
+    result
 }
 
 /// How long event ids stay claimed in `processed_events` unless
