@@ -961,7 +961,7 @@ component = "probe"
 [component.probe]
 source = "{}"
 key_value_stores = ["default"]
-{sqlite}allowed_outbound_hosts = ["{{{{ redis_address }}}}"]
+{sqlite}allowed_outbound_hosts = ["{{{{ redis_address }}}}", "{{{{ events_url }}}}"]
 variables = {{ redis_address = "{{{{ redis_address }}}}" }}
 "#,
             super::app_manifest(),
@@ -1024,6 +1024,10 @@ variables = {{ redis_address = "{{{{ redis_address }}}}" }}
     pub fn on_postgres() -> bool {
         on_edge() || std::env::var("APP_TEST_DATABASE").is_ok_and(|v| v == "postgres")
     }
+
+    /// Where the edge manifest delivers events: order-events' private
+    /// route (its `events_url` default).
+    pub const EDGE_EVENTS_URL: &str = "http://order-events.spin.internal";
 
     /// Whether the app's suites run as on the edge platform:
     /// `APP_TEST_PLATFORM=edge` (the third pass of `cargo xtask test`)

@@ -202,7 +202,16 @@ async fn maintenance_runs_only_for_its_token_and_reports_what_it_did() {
     assert_eq!(report["outboxBacklog"], false, "{report}");
     assert!(report["expiredKeysRemoved"].is_u64(), "{report}");
     assert_eq!(report["sweepBacklog"], false, "{report}");
-    let r = app::call(&host, "GET", "/maintenance/run", &[], "").await;
+    // A platform cron that can send no header (Akamai's sends a GET to a
+    // path and query) gives the token in the query instead.
+    for query in ["", "?token=wrong", "?token=maint-secre"] {
+        let r = app::call(&host, "GET", &format!("/maintenance/run{query}"), &[], "").await;
+        app::assert_error(&r, 401, "unauthenticated");
+    }
+    let r = app::call(&host, "GET", "/maintenance/run?token=maint-secret", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!host.stdout().contains("maint-secret"), "token logged");
+    let r = app::call(&host, "PUT", "/maintenance/run", &[], "").await;
     assert_eq!(r.status, 405, "{}", r.text());
 }
 
@@ -235,7 +244,13 @@ async fn health_is_live_and_ready_follows_redis() {
     app::assert_error(&r, 503, "service_unavailable");
     let message = r.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(message.contains("key-value store `default`"), "{message}");
-    assert!(message.contains("message backend"), "{message}");
+    // At the edge, events travel over HTTP and Redis holds the counters.
+    let redis_role = if app::on_edge() {
+        "counter store (Redis)"
+    } else {
+        "message backend"
+    };
+    assert!(message.contains(redis_role), "{message}");
     assert_eq!(
         get(host.url("/health")).await.status,
         200,

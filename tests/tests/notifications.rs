@@ -180,6 +180,11 @@ async fn a_redelivered_event_has_one_effect() {
 
 #[tokio::test]
 async fn failing_messages_are_retried_then_dead_lettered() {
+    if app::on_edge() {
+        // No broker at the edge: the outbox retries and dead-letters (see
+        // the test below).
+        return;
+    }
     let host = start_with(
         &app::manifest_with_probe(),
         &[],
@@ -341,8 +346,102 @@ async fn wait_until_subscribed(host: &app_tests::Host, round: &str) {
     );
 }
 
+/// At the edge the outbox delivers over HTTP and owns the retries: a
+/// consumer's 503 is retried with back-off and dead-lettered at the last
+/// attempt, an unreadable event (422) at once; dead letters stay in the
+/// outbox, marked, and are counted.
+#[tokio::test]
+async fn at_the_edge_the_outbox_retries_then_dead_letters_what_the_consumer_fails_on() {
+    if !app::on_edge() {
+        // The Redis transport has no dead letters of its own; the broker's
+        // are tested above.
+        return;
+    }
+    const TOKEN: &str = "maintenance-test-token";
+    let host = start(&[("maintenance_token", TOKEN)]);
+    let (_, ada) = register_ok(&host, "Ada", "ada@example.com").await;
+    create_ok(&host, &ada).await;
+    wait_for_notifications(&host, &ada, 1).await;
+    // Unreadable; an order event naming no order, at its last attempt; the
+    // same at its first.
+    let ghost = |id: &str| {
+        json!({
+            "type": "order.created", "version": 1, "eventId": id, "correlationId": "c",
+            "occurredAt": "2024-05-01T12:00:00.000Z",
+            "data": {"orderId": "0190aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee", "currency": "USD",
+                     "total": 1, "itemCount": 1}
+        })
+        .to_string()
+    };
+    for (id, kind, payload, attempts) in [
+        ("bad-envelope", "unknown", "not json".to_string(), 0),
+        ("ghost-last", "order.created", ghost("ghost-last"), 7),
+        ("ghost-first", "order.created", ghost("ghost-first"), 0),
+    ] {
+        sql(
+            &host,
+            &format!(
+                "INSERT INTO event_outbox (event_id, channel, type, payload, created_at, attempts)
+                 VALUES ('{id}', 'app.events', '{kind}', '{payload}', 0, {attempts})"
+            ),
+        )
+        .await;
+    }
+    let auth = format!("Bearer {TOKEN}");
+    let r = app::call(
+        &host,
+        "POST",
+        "/maintenance/run",
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    // A delivery failed: the run says so, and the rest stays queued.
+    assert_error(&r, 503, "service_unavailable");
+    let rows = sql(
+        &host,
+        "SELECT event_id, dead_at IS NOT NULL, sent_at IS NOT NULL, attempts, last_error
+         FROM event_outbox WHERE event_id IN ('bad-envelope', 'ghost-last', 'ghost-first')
+         ORDER BY event_id",
+    )
+    .await;
+    let row = |id: &str| rows.iter().find(|r| r[0] == id).unwrap().clone();
+    let error = |id: &str| row(id)[4].as_str().unwrap_or_default().to_string();
+    // psql shows booleans as t/f.
+    assert_eq!(row("bad-envelope")[1], "t", "{rows:?}");
+    assert!(error("bad-envelope").contains("422"), "{rows:?}");
+    assert!(
+        error("bad-envelope").contains("not an event envelope"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        (row("ghost-last")[1].clone(), row("ghost-last")[3].clone()),
+        ("t".into(), 8.into()),
+        "{rows:?}"
+    );
+    assert!(error("ghost-last").contains("does not exist"), "{rows:?}");
+    // Not dead, not sent: retried after its back-off.
+    assert_eq!(row("ghost-first")[1], "f", "{rows:?}");
+    assert_eq!(row("ghost-first")[2], "f", "{rows:?}");
+    let metrics = app::call(&host, "GET", "/metrics", &[], "").await.text();
+    for series in [
+        r#"events_dead_lettered_total{type="unknown"} 1"#,
+        r#"events_dead_lettered_total{type="order.created"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
+    // The real events were delivered meanwhile, once.
+    assert_eq!(notifications(&host, &ada).await.len(), 1);
+}
+
 #[tokio::test]
 async fn real_redis_delivers_order_events_and_the_outbox_outlives_a_redis_outage() {
+    if app::on_edge() {
+        // Redis pub/sub is not how events travel at the edge; an outbox
+        // that cannot reach its consumer is tested there by
+        // `committed_events_survive_a_sigkill_before_publication`.
+        return;
+    }
     let mut redis = RedisServer::start();
     let url = redis.url();
     let host = start_with(

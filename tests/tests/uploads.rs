@@ -151,7 +151,13 @@ fn upload_rows(host: &Host) -> i64 {
         .unwrap_or(0)
 }
 
+/// A metrics counter as the app stored it: in the host's key-value file,
+/// or at the edge in the host's Redis (`counters_store = redis`).
 fn counter(host: &Host, series: &str) -> i64 {
+    if let Some(redis) = &host.redis {
+        let value = redis.cli(&["GET", &format!("metrics:v1:counter:{series}")]);
+        return value.trim().parse().unwrap_or(0);
+    }
     let path = host.state_dir().join("sqlite_key_value.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();

@@ -245,7 +245,13 @@ struct Outgoing {
 /// After the commit: publishes `events` (enqueued by this request), then
 /// any other unsent rows ([`flush`]). Never fails the request: a failure
 /// is logged and the rows stay for a later request.
-pub fn publish_after_commit(conn: &Connection, settings: &EventSettings, events: &[Event]) {
+///
+/// Takes the request's connection and closes it first: delivery holds no
+/// database connection, because the consumer (order-events, over HTTP)
+/// needs one from the same pool, and requests holding theirs while waiting
+/// for it would starve it.
+pub fn publish_after_commit(conn: Connection, settings: &EventSettings, events: &[Event]) {
+    drop(conn);
     let own = events
         .iter()
         .map(|e| Outgoing {
@@ -256,8 +262,8 @@ pub fn publish_after_commit(conn: &Connection, settings: &EventSettings, events:
             attempts: 0,
         })
         .collect();
-    match publish_rows(conn, settings, own) {
-        Ok(_) => flush(conn, settings),
+    match deliver_and_record(settings, own) {
+        Ok(_) => flush(settings),
         Err(e) => log_failure(&e),
     }
 }
@@ -265,8 +271,8 @@ pub fn publish_after_commit(conn: &Connection, settings: &EventSettings, events:
 /// Publishes unsent rows nobody holds a claim on (up to [`FLUSH_BATCH`]).
 /// Cheap when there are none (one indexed read, no write lock). Never
 /// fails; problems are logged.
-pub fn flush(conn: &Connection, settings: &EventSettings) {
-    if let Err(e) = try_flush(conn, settings) {
+pub fn flush(settings: &EventSettings) {
+    if let Err(e) = try_flush(settings) {
         log_failure(&e);
     }
 }
@@ -282,12 +288,12 @@ pub struct Drained {
 /// Publishes due rows, up to `max_batches` batches of [`FLUSH_BATCH`]:
 /// the relay's home on platforms without a long-lived process (a
 /// scheduler calls the maintenance route, which calls this), so no event
-/// waits for unrelated traffic. Fails when the message backend refused a
-/// batch (the rows stay for the next call).
-pub fn drain(conn: &Connection, settings: &EventSettings, max_batches: usize) -> Result<Drained> {
+/// waits for unrelated traffic. Fails when a delivery failed (the rows
+/// stay for the next call).
+pub fn drain(settings: &EventSettings, max_batches: usize) -> Result<Drained> {
     let mut published = 0;
     for _ in 0..max_batches {
-        let sent = try_flush(conn, settings)?;
+        let sent = try_flush(settings)?;
         published += sent;
         if sent < FLUSH_BATCH as usize {
             return Ok(Drained {
@@ -302,7 +308,13 @@ pub fn drain(conn: &Connection, settings: &EventSettings, max_batches: usize) ->
     })
 }
 
-fn try_flush(conn: &Connection, settings: &EventSettings) -> Result<usize> {
+fn try_flush(settings: &EventSettings) -> Result<usize> {
+    let rows = claim_due(&db::open()?)?;
+    deliver_and_record(settings, rows)
+}
+
+/// Claims up to [`FLUSH_BATCH`] due rows, oldest first.
+fn claim_due(conn: &Connection) -> Result<Vec<Outgoing>> {
     migrate(conn)?;
     let now = crate::time::now_millis() as i64;
     let pending = exec(
@@ -311,7 +323,7 @@ fn try_flush(conn: &Connection, settings: &EventSettings) -> Result<usize> {
         &[int(now)],
     )?;
     if pending.rows.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let claimed = exec(
         conn,
@@ -350,26 +362,72 @@ fn try_flush(conn: &Connection, settings: &EventSettings) -> Result<usize> {
         })
         .collect::<Result<Vec<_>>>()?;
     rows.sort_by_key(|r| r.seq);
-    publish_rows(conn, settings, rows)
+    Ok(rows)
 }
 
-/// Publishes claimed rows in order, marking each sent; on the first
-/// failure puts it and the rest back (for a later attempt) and fails. A
-/// row the consumer refuses for good is dead-lettered and the rest go on.
-fn publish_rows(conn: &Connection, settings: &EventSettings, rows: Vec<Outgoing>) -> Result<usize> {
+/// Delivers claimed rows (holding no database connection meanwhile), then
+/// records what happened; fails if a delivery failed.
+fn deliver_and_record(settings: &EventSettings, rows: Vec<Outgoing>) -> Result<usize> {
     if rows.is_empty() {
         return Ok(0);
     }
+    let round = deliver(settings, &rows);
+    let sent = record(&db::open()?, &rows, &round)?;
+    match round.failed {
+        Some(error) => bail!("{error}"),
+        None => Ok(sent),
+    }
+}
+
+/// What one delivery round did. `done` holds the results of the first
+/// rows, in order (`Err`: refused for good); when `failed` is set, the
+/// next row failed (worth retrying) and the rest were not tried.
+struct Round {
+    done: Vec<Result<(), String>>,
+    failed: Option<String>,
+    max_attempts: Option<i64>,
+}
+
+/// Delivers rows in order until one fails in a way worth retrying.
+fn deliver(settings: &EventSettings, rows: &[Outgoing]) -> Round {
     let transport = match Transport::open(settings) {
         Ok(transport) => transport,
         Err(error) => {
-            release(conn, &rows, &error, None)?;
-            bail!("{error}");
+            return Round {
+                done: Vec::new(),
+                failed: Some(error),
+                max_attempts: None,
+            }
         }
     };
-    let mut sent = 0;
-    for (i, row) in rows.iter().enumerate() {
+    let max_attempts = transport.max_attempts();
+    let mut done = Vec::with_capacity(rows.len());
+    for row in rows {
         match transport.deliver(row) {
+            Ok(()) => done.push(Ok(())),
+            Err(Undelivered::Refused(error)) => done.push(Err(error)),
+            Err(Undelivered::Retry(error)) => {
+                return Round {
+                    done,
+                    failed: Some(error),
+                    max_attempts,
+                }
+            }
+        }
+    }
+    Round {
+        done,
+        failed: None,
+        max_attempts,
+    }
+}
+
+/// Marks delivered rows sent, refused ones dead, and gives the rest back
+/// for a later attempt; returns how many were sent.
+fn record(conn: &Connection, rows: &[Outgoing], round: &Round) -> Result<usize> {
+    let mut sent = 0;
+    for (row, result) in rows.iter().zip(&round.done) {
+        match result {
             Ok(()) => {
                 exec(
                     conn,
@@ -379,12 +437,11 @@ fn publish_rows(conn: &Connection, settings: &EventSettings, rows: Vec<Outgoing>
                 )?;
                 sent += 1;
             }
-            Err(Undelivered::Refused(error)) => dead_letter(conn, row, &error)?,
-            Err(Undelivered::Retry(error)) => {
-                release(conn, &rows[i..], &error, transport.max_attempts())?;
-                bail!("{error}");
-            }
+            Err(error) => dead_letter(conn, row, error)?,
         }
+    }
+    if let Some(error) = &round.failed {
+        release(conn, &rows[round.done.len()..], error, round.max_attempts)?;
     }
     prune(conn)?;
     Ok(sent)

@@ -1,8 +1,7 @@
 //! The key-value store every component shares (`default`) and values with
 //! a stored expiry: Spin's key-value API has no TTL, so an expiring value
 //! is kept as `{"expiresAt": <unix ms>, "value": ...}` and treated as absent
-//! (and deleted) once read after that time; the sweeper of
-//! [`crate::expiry`] deletes it when nobody reads it again.
+//! once read after that time; the sweeper of [`crate::expiry`] deletes it.
 //!
 //! Key prefixes keep components apart: `auth:`, `users:`, and the shared
 //! `denylist:`, `ratelimit:`, `metrics:`, `sweep:`.
@@ -61,7 +60,9 @@ pub fn put_expiring<T: Serialize>(
 }
 
 /// The value at `key` if present and not expired. Expired and unreadable
-/// entries are deleted and read as absent.
+/// entries read as absent and are left to the sweeper (every expiring key
+/// is in the expiry index), so a read never writes: the edge platform
+/// allows 50 key-value writes/s per app.
 pub fn get_unexpired<T: DeserializeOwned>(store: &Store, key: &str) -> Result<Option<T>> {
     let Some(bytes) = store
         .get(key)
@@ -69,13 +70,10 @@ pub fn get_unexpired<T: DeserializeOwned>(store: &Store, key: &str) -> Result<Op
     else {
         return Ok(None);
     };
-    match serde_json::from_slice::<Expiring<T>>(&bytes) {
-        Ok(entry) if entry.is_live(crate::time::now_millis()) => Ok(Some(entry.value)),
-        _ => {
-            delete(store, key)?;
-            Ok(None)
-        }
-    }
+    Ok(serde_json::from_slice::<Expiring<T>>(&bytes)
+        .ok()
+        .filter(|entry| entry.is_live(crate::time::now_millis()))
+        .map(|entry| entry.value))
 }
 
 /// What a read-modify-write decided.

@@ -322,11 +322,9 @@ pub fn is_refused(token: &Verified) -> Result<bool> {
         } else {
             continue;
         };
-        match live {
-            Some(hit) => refused |= hit,
-            // Expired or unreadable: gone, as `kv::get_unexpired` does.
-            None => crate::kv::delete(&crate::kv::open()?, &key)?,
-        }
+        // Expired or unreadable: absent, left to the sweeper (as
+        // `kv::get_unexpired` does), so verifying never writes.
+        refused |= live.unwrap_or(false);
     }
     Ok(refused)
 }

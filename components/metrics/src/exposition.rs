@@ -197,6 +197,9 @@ pub fn render(entries: &[(String, i64)], dead_letters: i64) -> String {
         }
         let text = match name.as_str() {
             "upload_bytes_total" => "Bytes of stored uploads, by stored media type.",
+            "events_dead_lettered_total" => {
+                "Events the outbox gave up delivering over HTTP (events_url), by type."
+            }
             _ => "A counter recorded by the components.",
         };
         help(&mut out, name, "counter", text);

@@ -5,7 +5,7 @@
 //! | `GET /metrics` | [`metrics`]: every component's counters, format 0.0.4; bearer token if `metrics_token` is set |
 //! | `GET /health` | [`health`]: liveness, no dependencies touched |
 //! | `GET /health/ready` | [`ready`]: key-value store, database and message backend (answering, and the events channel subscribed); 503 naming what is down |
-//! | `POST /maintenance/run` | [`maintenance::run`]: drains the event outbox and sweeps expired state; bearer `maintenance_token`, for a scheduler |
+//! | `POST /maintenance/run`, `GET /maintenance/run?token=` | [`maintenance::run`]: drains the event outbox and sweeps expired state; bearer `maintenance_token` (or `token` in the query, for a platform cron that sends no headers), for a scheduler |
 
 pub mod exposition;
 mod maintenance;
@@ -32,6 +32,8 @@ fn routes() -> Router<Endpoint> {
         .get("/health", Endpoint::Health)
         .get("/health/ready", Endpoint::Ready)
         .post("/maintenance/run", Endpoint::Maintenance)
+        // For a platform cron that sends a GET with no headers (Akamai's).
+        .get("/maintenance/run", Endpoint::Maintenance)
 }
 
 #[http_component]

@@ -104,7 +104,7 @@ pub fn create(request: &ApiRequest, settings: &Settings) -> Result<ApiResponse, 
     .inspect_err(|_| record_business("order_create", "failure"))?;
     match outcome {
         Created::New => {
-            events::publish_after_commit(&conn, &settings.events, &[event]);
+            events::publish_after_commit(conn, &settings.events, &[event]);
             record_business("order_create", "success");
             Ok(json_bytes(201, body)
                 .with_header("location", format!("/api/orders/{}", order.id))
@@ -305,7 +305,7 @@ pub fn change_status(request: &ApiRequest, settings: &Settings) -> Result<ApiRes
     .inspect_err(|_| record_business("order_status_change", "failure"))?;
     match outcome {
         Changed::Done(order) => {
-            events::publish_after_commit(&conn, &settings.events, event.as_slice());
+            events::publish_after_commit(conn, &settings.events, event.as_slice());
             record_business("order_status_change", "success");
             Ok(ApiResponse::json(200, &order.view())?.with_header("etag", etag(order.version)))
         }

@@ -98,8 +98,6 @@ async fn dispatch(endpoint: Endpoint, request: &ApiRequest) -> Result<ApiRespons
         Endpoint::Notifications => notifications::list(request),
         Endpoint::ReadNotification => notifications::mark_read(request),
     };
-    if let Ok(conn) = orders_model::store::connect() {
-        events::flush(&conn, &settings.events);
-    }
+    events::flush(&settings.events);
     result
 }

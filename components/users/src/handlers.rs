@@ -227,7 +227,7 @@ pub fn delete(
     match deleted {
         Ok(()) => {
             cache.forget(id)?;
-            app_common::events::publish_after_commit(&conn, events, &[event]);
+            app_common::events::publish_after_commit(conn, events, &[event]);
             Ok(ApiResponse::no_content())
         }
         Err(WriteConflict::NotFound) => Err(not_found()),

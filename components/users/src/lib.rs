@@ -74,8 +74,6 @@ async fn dispatch(endpoint: Endpoint, request: &ApiRequest) -> Result<ApiRespons
         // Publishes its event and then the rest of the outbox.
         Endpoint::Delete => return handlers::delete(request, &cache, &events),
     };
-    if let Ok(conn) = app_common::accounts::connect() {
-        app_common::events::flush(&conn, &events);
-    }
+    app_common::events::flush(&events);
     result
 }

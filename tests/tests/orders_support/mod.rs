@@ -106,8 +106,24 @@ pub async fn sql(host: &Host, statement: &str) -> Vec<Vec<Value>> {
     serde_json::from_value(r.json()["rows"].clone()).unwrap()
 }
 
-/// Publishes a message on the app's event channel through the probe.
-pub async fn publish(host: &Host, payload: &str) {
+/// Delivers a message to order-events the way the platform does, through
+/// the probe: published on the app's event channel (the Redis trigger), or
+/// at the edge POSTed to its private route by service chaining, the
+/// outbox's way. Returns the consumer's status at the edge (200 for Redis,
+/// which only says the message was published).
+pub async fn publish(host: &Host, payload: &str) -> u16 {
+    if app::on_edge() {
+        let r = app::call(
+            host,
+            "POST",
+            &format!("/probe/fetch?url={}", app::EDGE_EVENTS_URL),
+            &[],
+            payload.to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        return r.json()["status"].as_u64().unwrap() as u16;
+    }
     let r = app::call(
         host,
         "POST",
@@ -117,6 +133,7 @@ pub async fn publish(host: &Host, payload: &str) {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    200
 }
 
 /// A key-value counter (read without changing it).
