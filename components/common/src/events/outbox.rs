@@ -1,169 +1,14 @@
-//! Domain events: the versioned JSON envelope every component publishes,
-//! and the transactional outbox that gets them out.
-//!
-//! Envelope (version 1), one JSON object per message:
-//! `{"type": "order.created", "version": 1, "eventId": "<uuid v7>",
-//!   "correlationId": "...", "occurredAt": "<RFC 3339>", "data": {...}}`.
-//! Consumers ignore fields they do not know (additive changes keep the
-//! version); an incompatible change gets a new `version`.
-//!
-//! # Outbox and the delivery guarantee
-//!
-//! A component that changes state and announces it writes the event into
-//! the `event_outbox` table **in the same SQLite transaction** as the change
-//! ([`enqueue`]), so there is never a change without its event or an event
-//! without its change. After the commit it delivers the event and marks
-//! the row sent ([`publish_after_commit`]), by one of two transports:
-//!
-//! - Redis pub/sub (the default): `PUBLISH` to the `events_channel`
-//!   channel at `redis_address`; the Redis trigger of order-events
-//!   consumes it.
-//! - HTTP, when `events_url` is set (the edge profile: the platform has no
-//!   Redis trigger): a `POST` of the envelope to that URL, order-events'
-//!   private route reached by service chaining, which handles the event
-//!   before it answers. A refusal that no retry can fix (422) and
-//!   [`MAX_HTTP_ATTEMPTS`] failed attempts dead-letter the row: kept with
-//!   `dead_at` for inspection, counted in `events_dead_lettered_total`.
-//!
-//! If publishing fails (Redis down, host killed between commit and publish),
-//! the row stays unsent and a later request to any component using the
-//! outbox (orders, users) publishes it ([`flush`]), after a back-off that
-//! doubles per failed attempt (1 s … 60 s). A row being published is
-//! claimed for [`CLAIM_MILLIS`] so parallel requests do not publish it at
-//! the same time; a claim left by a crashed instance simply expires.
-//!
-//! The guarantee is therefore **at least once**: an event can be published
-//! twice (a crash after publishing but before marking the row sent, or a
-//! publish slower than the claim), never zero times once its transaction
-//! committed — provided some request reaches an outbox component later.
-//! Consumers must be idempotent by `eventId` (order-events is).
-//! Sent rows are kept for [`RETENTION_MILLIS`] and then pruned.
-//!
-//! A row counts as sent only when a subscriber received it: the outbox
-//! publishes with `PUBLISH` through `execute`, whose reply is the number of
-//! receivers (under Spin too; `publish` hides it), and treats 0 like a
-//! failure. Redis pub/sub hands a message only to the subscribers
-//! connected at that moment, so an event published after a Redis restart
-//! but before the Redis trigger has subscribed again is retried, not lost.
-//! What happens after reception depends on the message backend. With
-//! runtime-host's embedded broker a message is durable: queued (surviving
-//! restarts), retried with backoff, finally dead-lettered. With real Redis
-//! the receiving host retries in memory: a host killed while handling a
-//! message loses that delivery.
+//! The transactional outbox: rows written with the change they announce,
+//! delivered after the commit (holding no database connection meanwhile),
+//! retried with back-off, dead-lettered when the transport says so, pruned
+//! after retention.
 
+use super::transport::{Transport, Undelivered};
+use super::{Event, EventSettings, CLAIM_MILLIS, FLUSH_BATCH, RETENTION_MILLIS};
 use crate::db::Connection;
 use crate::db::{self, exec, int, text, Migrations};
 use anyhow::{bail, Context as _, Result};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-/// The envelope version this code writes and reads.
-pub const VERSION: u32 = 1;
-
-/// Default of the `events_channel` variable.
-pub const DEFAULT_CHANNEL: &str = "app.events";
-
-/// Default of the `redis_address` variable.
-pub const DEFAULT_REDIS_ADDRESS: &str = "redis://127.0.0.1:6379";
-
-/// How long a publisher owns an unsent row before others may take it.
-pub const CLAIM_MILLIS: u64 = 10_000;
-
-/// How long sent rows are kept (for inspection and replays).
-pub const RETENTION_MILLIS: u64 = 7 * 24 * 3600 * 1000;
-
-/// Most unsent rows one request publishes on the side.
-pub const FLUSH_BATCH: i64 = 50;
-
-/// One domain event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Event {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub version: u32,
-    pub event_id: String,
-    pub correlation_id: String,
-    pub occurred_at: String,
-    pub data: Value,
-}
-
-impl Event {
-    /// A new event of `kind`, now, with a fresh id.
-    pub fn new(kind: &str, correlation_id: &str, data: Value) -> Event {
-        Event::at(
-            kind,
-            &crate::ids::new_record_id(),
-            correlation_id,
-            crate::time::now_millis(),
-            data,
-        )
-    }
-
-    pub fn at(
-        kind: &str,
-        event_id: &str,
-        correlation_id: &str,
-        unix_millis: u64,
-        data: Value,
-    ) -> Event {
-        Event {
-            kind: kind.to_string(),
-            version: VERSION,
-            event_id: event_id.to_string(),
-            correlation_id: correlation_id.to_string(),
-            occurred_at: crate::time::rfc3339_millis(unix_millis),
-            data,
-        }
-    }
-
-    /// Reads a message: JSON of the envelope, in a version this code knows.
-    pub fn parse(payload: &[u8]) -> Result<Event> {
-        let event: Event =
-            serde_json::from_slice(payload).context("the message is not an event envelope")?;
-        if event.version != VERSION {
-            bail!(
-                "event {} has version {}; this consumer reads version {VERSION}",
-                event.event_id,
-                event.version
-            );
-        }
-        if event.kind.is_empty() || event.event_id.is_empty() || event.event_id.len() > 100 {
-            bail!("the event has an empty type or a missing or oversized eventId");
-        }
-        Ok(event)
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("an event always serialises")
-    }
-}
-
-/// Where events go: variables `events_channel` and `redis_address`, or
-/// `events_url` when set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventSettings {
-    pub channel: String,
-    pub redis_address: String,
-    /// Deliver over HTTP (a `POST` per event) to this URL instead of
-    /// publishing to Redis: the edge profile, where the platform has no
-    /// Redis trigger (`http://order-events.spin.internal`, a private route
-    /// reached by service chaining).
-    pub url: Option<String>,
-}
-
-impl EventSettings {
-    pub fn load() -> Result<EventSettings> {
-        Ok(EventSettings {
-            channel: crate::config::var("events_channel")?
-                .unwrap_or_else(|| DEFAULT_CHANNEL.into()),
-            redis_address: crate::config::var("redis_address")?
-                .unwrap_or_else(|| DEFAULT_REDIS_ADDRESS.into()),
-            url: crate::config::var("events_url")?,
-        })
-    }
-}
 
 const SCHEMA: &str = "events";
 
@@ -233,11 +78,11 @@ pub fn enqueue(conn: &Connection, settings: &EventSettings, event: &Event) -> Re
 }
 
 /// A row to publish.
-struct Outgoing {
+pub(super) struct Outgoing {
     seq: i64,
-    event_id: String,
-    channel: String,
-    payload: String,
+    pub(super) event_id: String,
+    pub(super) channel: String,
+    pub(super) payload: String,
     /// Failed attempts so far.
     attempts: i64,
 }
@@ -447,115 +292,6 @@ fn record(conn: &Connection, rows: &[Outgoing], round: &Round) -> Result<usize> 
     Ok(sent)
 }
 
-/// How events leave the outbox.
-enum Transport {
-    /// `PUBLISH` on the row's channel (the Redis trigger consumes it).
-    Redis(spin_sdk::redis::Connection),
-    /// `POST` of the envelope to `events_url` (order-events' private route).
-    Http(String),
-}
-
-/// Why one delivery did not go through.
-#[derive(Debug, PartialEq, Eq)]
-enum Undelivered {
-    /// Worth retrying later (down, busy, failed while handling).
-    Retry(String),
-    /// The consumer says it can never take this event.
-    Refused(String),
-}
-
-impl Transport {
-    fn open(settings: &EventSettings) -> Result<Transport, String> {
-        if let Some(url) = &settings.url {
-            return Ok(Transport::Http(url.clone()));
-        }
-        spin_sdk::redis::Connection::open(&settings.redis_address)
-            .map(Transport::Redis)
-            .map_err(|e| format!("open Redis at the `redis_address` variable: {e}"))
-    }
-
-    fn deliver(&self, row: &Outgoing) -> Result<(), Undelivered> {
-        match self {
-            Transport::Redis(redis) => publish(redis, row).map_err(Undelivered::Retry),
-            Transport::Http(url) => post(url, row),
-        }
-    }
-
-    /// Attempts before a row is dead-lettered. Redis pub/sub has none here:
-    /// a failed publish reached nobody, and the receiving host dead-letters
-    /// what its subscriber keeps failing on.
-    fn max_attempts(&self) -> Option<i64> {
-        match self {
-            Transport::Redis(_) => None,
-            Transport::Http(_) => Some(MAX_HTTP_ATTEMPTS),
-        }
-    }
-}
-
-/// Failed HTTP deliveries of one event before it is dead-lettered: with
-/// the back-off of [`retry_delay_millis`], about two minutes of retrying.
-pub const MAX_HTTP_ATTEMPTS: i64 = 8;
-
-/// One `POST` of the envelope. Service chaining from inside a handler: the
-/// call is driven to completion here, so the outbox stays synchronous.
-fn post(url: &str, row: &Outgoing) -> Result<(), Undelivered> {
-    use spin_sdk::http::{Method, Request, Response};
-    let request = Request::builder()
-        .method(Method::Post)
-        .uri(url)
-        .header("content-type", "application/json")
-        .body(row.payload.clone())
-        .build();
-    let response: Response = spin_sdk::http::run(spin_sdk::http::send(request))
-        .map_err(|e| Undelivered::Retry(format!("POST the event to `events_url` ({url}): {e}")))?;
-    let status = *response.status();
-    let body =
-        String::from_utf8_lossy(&response.body()[..response.body().len().min(300)]).into_owned();
-    classify(
-        status,
-        &format!("the consumer at {url} answered {status}: {body}"),
-    )
-}
-
-/// What a consumer's status means for the row: 2xx delivered; 404 (a
-/// route not deployed yet), 408, 429 and 5xx retried; any other refusal
-/// (422 unreadable, 413 too large) is final.
-fn classify(status: u16, error: &str) -> Result<(), Undelivered> {
-    match status {
-        200..=299 => Ok(()),
-        404 | 408 | 429 | 500..=599 => Err(Undelivered::Retry(error.to_string())),
-        _ => Err(Undelivered::Refused(error.to_string())),
-    }
-}
-
-/// `PUBLISH` through `execute`, which (unlike `publish`, under Spin too)
-/// returns how many subscribers received the message: 0 means nobody was
-/// listening (the Redis trigger between a Redis restart and its
-/// resubscription), so the message is gone and the row must stay unsent.
-fn publish(redis: &spin_sdk::redis::Connection, row: &Outgoing) -> Result<(), String> {
-    use spin_sdk::redis::{RedisParameter, RedisResult};
-    let reply = redis
-        .execute(
-            "PUBLISH",
-            &[
-                RedisParameter::Binary(row.channel.clone().into_bytes()),
-                RedisParameter::Binary(row.payload.clone().into_bytes()),
-            ],
-        )
-        .map_err(|e| format!("publish to channel `{}`: {e}", row.channel))?;
-    match reply.first() {
-        Some(RedisResult::Int64(n)) if *n > 0 => Ok(()),
-        Some(RedisResult::Int64(_)) => Err(format!(
-            "no subscriber on channel `{}` received the event (the consumer is not subscribed yet); it stays in the outbox",
-            row.channel
-        )),
-        other => Err(format!(
-            "PUBLISH to channel `{}` answered {other:?}, not a receiver count",
-            row.channel
-        )),
-    }
-}
-
 /// Delay before retrying a row that failed `attempts` times before this
 /// failure: 1 s, 2 s, 4 s, … at most 60 s, so a consumer that is down is
 /// not hammered by every request.
@@ -615,7 +351,7 @@ fn dead_letter(conn: &Connection, row: &Outgoing, error: &str) -> Result<()> {
          WHERE event_id = ? AND sent_at IS NULL",
         &[int(now), int(now), text(error), text(&row.event_id)],
     )?;
-    let kind = crate::events::Event::parse(row.payload.as_bytes())
+    let kind = Event::parse(row.payload.as_bytes())
         .map(|e| e.kind)
         .unwrap_or_else(|_| "unknown".into());
     crate::metrics::add_to_counter("events_dead_lettered_total", &[("type", &kind)], 1);
@@ -657,43 +393,6 @@ fn log_failure(e: &anyhow::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn envelopes_have_the_documented_shape() {
-        let e = Event::at(
-            "order.created",
-            "0190aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee",
-            "corr-1",
-            1_714_564_800_123,
-            json!({"orderId": "o1"}),
-        );
-        let v: Value = serde_json::from_str(&e.to_json()).unwrap();
-        assert_eq!(
-            v,
-            json!({
-                "type": "order.created",
-                "version": 1,
-                "eventId": "0190aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee",
-                "correlationId": "corr-1",
-                "occurredAt": "2024-05-01T12:00:00.123Z",
-                "data": {"orderId": "o1"}
-            })
-        );
-        assert_eq!(Event::parse(e.to_json().as_bytes()).unwrap(), e);
-    }
-
-    #[test]
-    fn unknown_versions_and_garbage_are_refused() {
-        let mut e = Event::at("x", "id", "c", 0, json!({}));
-        e.version = 2;
-        assert!(Event::parse(e.to_json().as_bytes()).is_err());
-        assert!(Event::parse(b"not json").is_err());
-        assert!(Event::parse(br#"{"type":"x"}"#).is_err());
-        e.version = 1;
-        e.event_id.clear();
-        assert!(Event::parse(e.to_json().as_bytes()).is_err());
-    }
 
     #[test]
     fn retries_back_off_to_a_minute() {
@@ -704,27 +403,5 @@ mod tests {
         );
         assert_eq!(retry_delay_millis(-1), 1000);
         assert_eq!(retry_delay_millis(i64::MAX), 60000);
-    }
-
-    #[test]
-    fn consumer_answers_decide_retry_or_dead_letter() {
-        assert_eq!(classify(200, "e"), Ok(()));
-        assert_eq!(classify(204, "e"), Ok(()));
-        for retried in [404, 408, 429, 500, 503] {
-            assert_eq!(classify(retried, "e"), Err(Undelivered::Retry("e".into())));
-        }
-        for refused in [400, 405, 413, 422] {
-            assert_eq!(
-                classify(refused, "e"),
-                Err(Undelivered::Refused("e".into()))
-            );
-        }
-    }
-
-    #[test]
-    fn consumers_ignore_fields_they_do_not_know() {
-        let text = r#"{"type":"x","version":1,"eventId":"i","correlationId":"c",
-            "occurredAt":"t","data":{},"producer":"future"}"#;
-        assert_eq!(Event::parse(text.as_bytes()).unwrap().kind, "x");
     }
 }
