@@ -10,9 +10,11 @@ mod fuzz_tests;
 mod http;
 mod manifest;
 mod messaging;
+mod platform;
 mod runtime_config;
 mod schedule;
 mod state;
+mod stores;
 mod up;
 mod variables;
 

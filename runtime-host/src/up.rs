@@ -5,24 +5,25 @@
 //! HTTP trigger → listener. Anything that can be wrong is found before the
 //! listener opens, and reported with the file, line or name involved.
 
-use crate::capabilities::key_value::{self, FaultyStore, KeyValueStores, SqliteKeyValue};
 use crate::capabilities::redis::{EmbeddedRedis, RedisProvider};
-use crate::capabilities::sqlite::{self, Database, Databases};
 use crate::engine::{self, EngineOptions, EpochTicker};
 use crate::faults::Faults;
+use crate::http::banner::print_banner;
 use crate::http::outbound::OutboundRules;
 use crate::http::router::{RouteDecl, Router};
 use crate::http::server;
 use crate::http::trigger::{HttpTrigger, PreparedComponent, TriggerOptions};
 use crate::manifest::{App, RouteSpec};
-use crate::messaging::trigger::{MessageHandler, RedisTrigger};
-use crate::messaging::{self, broker::RetryPolicy, Broker, MessageBackend};
+use crate::messaging::setup::{open_broker, redis_subscriptions, start_message_trigger};
+use crate::messaging::trigger::MessageHandler;
+use crate::messaging::{broker::RetryPolicy, MessageBackend};
+use crate::platform::{Deployment, Platform};
 use crate::state::{AppContext, ComponentContext, HostState, InstanceLimits};
 use crate::variables::Variables;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use http::{HeaderName, HeaderValue};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -105,6 +106,10 @@ pub struct UpCommand {
     /// Delay before the first retry of a failed message (doubles each time, up to 30 s).
     #[arg(long, default_value = "200", value_name = "MS")]
     message_retry_delay: u64,
+    /// Where the app is meant to run: `edge` refuses what Akamai Functions
+    /// lacks and enforces its limits (see docs/edge-platform.md).
+    #[arg(long, value_enum, default_value_t = Platform::Local)]
+    platform: Platform,
 }
 
 fn parse_faults(s: &str) -> Result<Faults, String> {
@@ -145,8 +150,9 @@ impl UpCommand {
         if !faults.is_empty() {
             eprintln!("Fault injection is ON: {}", faults.describe());
         }
-        let (key_value, databases) =
-            open_stores(&app, &state_dir, &runtime_config, &faults).await?;
+        let (mut key_value, databases) =
+            crate::stores::open(&app, &state_dir, &runtime_config, &faults).await?;
+        let enforcement = self.platform.enforce(&mut key_value);
         let backend = self
             .message_backend
             .unwrap_or(if runtime_config.uses_redis() {
@@ -164,10 +170,18 @@ impl UpCommand {
             max_memory_bytes: limits.max_memory_bytes,
             max_instances: (self.max_concurrent_requests as u32).saturating_mul(2) + 64,
         })?;
-        let linker = build_linker(&engine)?;
+        let linker = crate::capabilities::build_linker(&engine)?;
 
         let subscriptions = redis_subscriptions(&app, &variables, &manifest_path)?;
-        let broker = self.open_broker(&state_dir, &subscriptions)?;
+        let broker = open_broker(
+            &state_dir,
+            &subscriptions,
+            RetryPolicy {
+                max_attempts: self.message_max_attempts.max(1),
+                first_delay: Duration::from_millis(self.message_retry_delay),
+                max_delay: Duration::from_secs(30),
+            },
+        )?;
         let redis = match backend {
             MessageBackend::Embedded => RedisProvider::embedded(
                 subscriptions.keys().cloned().collect(),
@@ -202,6 +216,7 @@ impl UpCommand {
                 fresh_instances: self.fresh_instances,
                 reuse_p2_instances: self.reuse_p2_instances,
                 max_concurrent_requests: self.max_concurrent_requests,
+                body_limit: enforcement.body_limit(),
             },
         )?;
         let _ = app_ctx.chaining.set(trigger.clone());
@@ -210,6 +225,7 @@ impl UpCommand {
         let local = listener.local_addr()?;
         let _ = app_ctx.listen_addr.set(local);
         print_banner(&app, &trigger, &app_ctx, local, &state_dir);
+        enforcement.print_banner();
 
         let _ticker = EpochTicker::start(engine.clone());
         start_message_trigger(
@@ -231,11 +247,12 @@ impl UpCommand {
                 ),
                 header_read_timeout: Duration::from_secs(self.header_read_timeout.max(1)),
             },
-            shutdown_signal(),
+            server::shutdown_signal(),
             Duration::from_secs(self.drain_timeout),
         )
         .await?;
         app_ctx.key_value.flush();
+        enforcement.finish();
         eprintln!("Stopped.");
         Ok(())
     }
@@ -259,13 +276,20 @@ impl UpCommand {
     }
 
     /// The manifest (a file, or a directory holding `spin.toml`), checked
-    /// for what this host cannot run.
+    /// for what this host, or the `--platform`, cannot run.
     fn load_app(&self) -> Result<(App, PathBuf)> {
         let manifest_path = if self.from.is_dir() {
             self.from.join("spin.toml")
         } else {
             self.from.clone()
         };
+        self.platform.check(&Deployment {
+            manifest: &manifest_path,
+            runtime_config: self.runtime_config_file.as_deref(),
+            message_backend: self.message_backend.map(|b| b.name()),
+            max_memory_mib: self.max_memory,
+            request_timeout_secs: self.request_timeout,
+        })?;
         let app = App::load(&manifest_path)?;
         if app.http_base != "/" {
             bail!(
@@ -287,29 +311,6 @@ impl UpCommand {
         std::fs::create_dir_all(&state_dir)
             .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
         Ok(state_dir)
-    }
-
-    /// The durable message queue, knowing which components each channel
-    /// reaches.
-    fn open_broker(&self, state_dir: &Path, subscriptions: &Subscriptions) -> Result<Arc<Broker>> {
-        let channels: BTreeMap<String, Vec<String>> =
-            subscriptions.values().fold(BTreeMap::new(), |mut acc, m| {
-                for (ch, comps) in m {
-                    acc.entry(ch.clone())
-                        .or_default()
-                        .extend(comps.iter().cloned());
-                }
-                acc
-            });
-        Ok(Arc::new(Broker::open(
-            &state_dir.join("messages.db"),
-            channels,
-            RetryPolicy {
-                max_attempts: self.message_max_attempts.max(1),
-                first_delay: Duration::from_millis(self.message_retry_delay),
-                max_delay: Duration::from_secs(30),
-            },
-        )?))
     }
 
     /// Every component a trigger names, compiled (or read from the cache),
@@ -384,36 +385,6 @@ impl UpCommand {
     }
 }
 
-/// Redis trigger subscriptions: address → channel → components, templates
-/// expanded.
-type Subscriptions = BTreeMap<String, BTreeMap<String, Vec<String>>>;
-
-fn redis_subscriptions(
-    app: &App,
-    variables: &Variables,
-    manifest_path: &Path,
-) -> Result<Subscriptions> {
-    let mut subscriptions = Subscriptions::new();
-    for t in &app.redis_triggers {
-        let address = t
-                .address
-                .as_deref()
-                .or(app.redis_address.as_deref())
-                .with_context(|| format!("{}: [[trigger.redis]] for component `{}` has no address and [application.trigger.redis] sets none", manifest_path.display(), t.component))?;
-        let address = variables.expand(address).context("Redis trigger address")?;
-        let channel = variables
-            .expand(&t.channel)
-            .context("Redis trigger channel")?;
-        subscriptions
-            .entry(address)
-            .or_default()
-            .entry(channel)
-            .or_default()
-            .push(t.component.clone());
-    }
-    Ok(subscriptions)
-}
-
 /// The HTTP routes of the manifest (private routes have none).
 fn build_router(app: &App, manifest_path: &Path) -> Result<Router> {
     Router::build(app.http_triggers.iter().filter_map(|t| match &t.route {
@@ -425,166 +396,4 @@ fn build_router(app: &App, manifest_path: &Path) -> Result<Router> {
         RouteSpec::Private => None,
     }))
     .with_context(|| format!("{}", manifest_path.display()))
-}
-
-/// Delivers queued and incoming messages to the Redis-trigger components,
-/// through the embedded broker or Redis pub/sub.
-fn start_message_trigger(
-    backend: MessageBackend,
-    message_handlers: HashMap<String, MessageHandler>,
-    subscriptions: Subscriptions,
-    broker: &Arc<Broker>,
-    app_ctx: &AppContext,
-    state_dir: &Path,
-) {
-    if message_handlers.is_empty() {
-        return;
-    }
-    let trigger = Arc::new(RedisTrigger {
-        handlers: message_handlers,
-        subscriptions,
-    });
-    match backend {
-        MessageBackend::Embedded => {
-            let stands_in_for: Vec<String> = app_ctx
-                .redis
-                .embedded_addresses()
-                .iter()
-                .map(|a| crate::capabilities::redis::client::redacted(a))
-                .collect();
-            println!(
-                "Messages: embedded broker ({}), standing in for Redis at {} (other Redis addresses are real servers)",
-                state_dir.join("messages.db").display(),
-                stands_in_for.join(", ")
-            );
-            tokio::spawn(messaging::trigger::run_embedded(trigger, broker.clone()));
-        }
-        MessageBackend::Redis => {
-            println!("Messages: Redis pub/sub");
-            tokio::spawn(messaging::trigger::run_redis(trigger, broker.clone()));
-        }
-    }
-}
-
-/// Opens every key-value store and database the manifest names, embedded by
-/// default, as the runtime config says otherwise.
-async fn open_stores(
-    app: &App,
-    state_dir: &Path,
-    rc: &crate::runtime_config::RuntimeConfig,
-    faults: &Arc<Faults>,
-) -> Result<(KeyValueStores, Databases)> {
-    let mut kv = KeyValueStores::default();
-    let kv_labels: BTreeSet<&String> = app
-        .components
-        .values()
-        .flat_map(|c| c.key_value_stores.iter())
-        .collect();
-    let mut default_kv_db = None;
-    for label in kv_labels {
-        let store = rc
-            .key_value_store(label, state_dir)
-            .await
-            .with_context(|| format!("key-value store `{label}`"))?;
-        match store {
-            Some(s) => kv.insert(label, FaultyStore::wrap(s, faults)),
-            None if label == "default" => {
-                let conn = match &default_kv_db {
-                    Some(c) => Arc::clone(c),
-                    None => {
-                        let c = key_value::open_database(&state_dir.join("sqlite_key_value.db"))?;
-                        default_kv_db = Some(c.clone());
-                        c
-                    }
-                };
-                kv.insert(
-                    label,
-                    FaultyStore::wrap(Arc::new(SqliteKeyValue::new(conn, label)), faults),
-                );
-            }
-            None => bail!(
-                "a component uses key-value store `{label}`, which has no backend: only `default` exists without configuration; add `[key_value_store.{label}]` to a runtime-config file (--runtime-config-file)"
-            ),
-        }
-    }
-
-    let mut dbs = Databases::default();
-    let db_labels: BTreeSet<&String> = app
-        .components
-        .values()
-        .flat_map(|c| c.sqlite_databases.iter())
-        .collect();
-    for label in db_labels {
-        let path = match rc.sqlite_path(label, state_dir)? {
-            Some(p) => p,
-            None if label == "default" => sqlite::default_path(state_dir, label),
-            None => bail!(
-                "a component uses SQLite database `{label}`, which has no backend: only `default` exists without configuration; add `[sqlite_database.{label}]` to a runtime-config file (--runtime-config-file)"
-            ),
-        };
-        dbs.insert(label, Database::new(path, faults.clone())?);
-    }
-    Ok((kv, dbs))
-}
-
-fn build_linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>> {
-    let mut linker = Linker::<HostState>::new(engine);
-    let map = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(map)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(map)?;
-    wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(map)?;
-    wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(map)?;
-    crate::capabilities::add_to_linker(&mut linker)?;
-    Ok(linker)
-}
-
-fn print_banner(
-    app: &App,
-    trigger: &HttpTrigger,
-    ctx: &AppContext,
-    local: SocketAddr,
-    state_dir: &Path,
-) {
-    println!("Serving http://{local}");
-    println!("Application: {}", app.name);
-    println!("Available Routes:");
-    for r in trigger.router().routes() {
-        let shown = r.raw.strip_suffix("/...").unwrap_or(&r.raw);
-        let wildcard = if r.wildcard { " (wildcard)" } else { "" };
-        let kind = match trigger.kind_of(&r.component) {
-            Some(crate::http::trigger::HttpKind::P3) => "wasip3",
-            _ => "wasip2",
-        };
-        println!(
-            "  {}: http://{local}{shown}{wildcard} [{kind}]",
-            r.component
-        );
-    }
-    for t in &app.http_triggers {
-        if t.route == RouteSpec::Private {
-            println!(
-                "  {}: private (reachable as http://{}.spin.internal)",
-                t.component, t.component
-            );
-        }
-    }
-    println!("State directory: {}", state_dir.display());
-    for line in ctx.variables.describe() {
-        println!("  variable {line}");
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -33,3 +33,15 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     postgres::guest::add_to_linker(linker)?;
     mqtt::add_to_linker(linker)
 }
+
+/// A linker with WASI (p2 and p3), WASI HTTP and every capability.
+pub fn build_linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<HostState>> {
+    let mut linker = Linker::<HostState>::new(engine);
+    let map = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(map)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(map)?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(map)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(map)?;
+    add_to_linker(&mut linker)?;
+    Ok(linker)
+}

@@ -1,6 +1,7 @@
 //! The HTTP trigger: listener, Spin route table, per-component handlers and
 //! outbound requests (allowed hosts and service chaining).
 
+pub mod banner;
 mod headers;
 mod instances;
 pub mod outbound;

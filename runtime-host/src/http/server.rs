@@ -164,6 +164,22 @@ pub async fn serve(
     Ok(())
 }
 
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 /// Answers a connection over the limit without a task or a read: one
 /// non-blocking write of a complete 503 (if the socket takes it), then close.
 fn refuse(stream: TcpStream) {

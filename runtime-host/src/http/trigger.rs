@@ -9,6 +9,7 @@ use super::headers::{add_spin_headers, set_absolute_uri, strip_forbidden_headers
 pub use super::instances::HttpKind;
 use super::instances::{ComponentHandlerState, InstancePolicy};
 use super::router::{RouteMatch, Router};
+use crate::platform::bodies::BodyLimit;
 use crate::state::{AppContext, ComponentContext, HostState};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -30,6 +31,8 @@ pub struct TriggerOptions {
     pub reuse_p2_instances: bool,
     /// Requests (instances) in flight across the whole host; beyond: 503.
     pub max_concurrent_requests: usize,
+    /// The platform's bound on client request and response bodies.
+    pub body_limit: BodyLimit,
 }
 
 struct ComponentHandler {
@@ -42,6 +45,7 @@ pub struct HttpTrigger {
     handlers: HashMap<String, ComponentHandler>,
     in_flight: Arc<Semaphore>,
     next_request: AtomicU64,
+    body_limit: BodyLimit,
 }
 
 /// A prepared component: what the trigger needs to create instances of it.
@@ -91,6 +95,7 @@ impl HttpTrigger {
             handlers,
             in_flight: Arc::new(Semaphore::new(opts.max_concurrent_requests)),
             next_request: AtomicU64::new(0),
+            body_limit: opts.body_limit,
         }))
     }
 
@@ -103,13 +108,13 @@ impl HttpTrigger {
     }
 
     /// Serves one request from the listener.
-    pub async fn handle(
-        &self,
-        mut req: Request<WasiBody>,
-        client: SocketAddr,
-    ) -> Response<WasiBody> {
+    pub async fn handle(&self, req: Request<WasiBody>, client: SocketAddr) -> Response<WasiBody> {
         let started = Instant::now();
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (mut req, tripwire) = match self.body_limit.admit(req) {
+            Ok(admitted) => admitted,
+            Err(too_large) => return too_large,
+        };
         strip_forbidden_headers(req.headers_mut());
         let path = req.uri().path().to_string();
         // Spin answers these itself, before routing.
@@ -148,6 +153,7 @@ impl HttpTrigger {
         set_absolute_uri(&mut req, &host);
         let method = req.method().clone();
         let response = self.dispatch(&component, req).await;
+        let response = self.body_limit.bound(response, &tripwire, &component);
         tracing::debug!(
             request = id,
             %method,

@@ -2,6 +2,7 @@
 //! trigger that hands each message to subscribing components.
 
 pub mod broker;
+pub mod setup;
 pub mod trigger;
 
 pub use broker::Broker;
@@ -13,4 +14,14 @@ pub enum MessageBackend {
     Embedded,
     /// Redis pub/sub at the addresses the manifest names.
     Redis,
+}
+
+impl MessageBackend {
+    /// As spelled on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageBackend::Embedded => "embedded",
+            MessageBackend::Redis => "redis",
+        }
+    }
 }

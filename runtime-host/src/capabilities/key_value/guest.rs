@@ -48,10 +48,7 @@ impl From<KvError> for spin_kv::Error {
 
 impl HostState {
     fn open_kv(&mut self, label: &str) -> Result<KvHandle, KvError> {
-        let store = self
-            .app
-            .key_value
-            .open(&self.component.key_value_stores, label)?;
+        let store = self.app.key_value.open_for(&self.component, label)?;
         Ok(KvHandle(store))
     }
 
@@ -322,11 +319,7 @@ impl kv3::HostStoreWithStore<HostState> for P3Capabilities {
     async fn open(acc: &Acc, label: String) -> WResult<Result<Resource<KvHandle>, kv3::Error>> {
         acc.with(|mut a| {
             let state = a.get();
-            match state
-                .app
-                .key_value
-                .open(&state.component.key_value_stores, &label)
-            {
+            match state.app.key_value.open_for(&state.component, &label) {
                 Ok(store) => Ok(Ok(state.table.push(KvHandle(store))?)),
                 Err(e) => Ok(Err(e.into())),
             }
