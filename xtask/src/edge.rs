@@ -210,6 +210,7 @@ pub fn write(root: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use toml_edit::Value;
 
     fn root() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
