@@ -363,29 +363,30 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .env("APP_TARGET_DIR", target_dir(root));
     run_cmd(&mut cmd)?;
     // The same black-box suites again with every record in PostgreSQL.
-    let mut cmd = cargo();
-    cmd.current_dir(root)
-        .args(["test", "--release", "-p", "app-tests"]);
-    for suite in BOTH_ENGINE_SUITES {
-        cmd.args(["--test", suite]);
-    }
-    run_cmd(
-        cmd.args(extra)
-            .env("APP_TARGET_DIR", target_dir(root))
-            .env("APP_TEST_DATABASE", "postgres"),
+    run_suites(
+        root,
+        BOTH_ENGINE_SUITES,
+        extra,
+        ("APP_TEST_DATABASE", "postgres"),
     )?;
     // And as on the edge platform: the edge manifest under
     // `runtime-host up --platform edge`, PostgreSQL and Redis.
+    run_suites(root, EDGE_SUITES, extra, ("APP_TEST_PLATFORM", "edge"))
+}
+
+/// Runs black-box `suites` of app-tests with one more environment variable
+/// (`mode`) choosing how the harness starts the app.
+fn run_suites(root: &Path, suites: &[&str], extra: &[String], mode: (&str, &str)) -> Result<()> {
     let mut cmd = cargo();
     cmd.current_dir(root)
         .args(["test", "--release", "-p", "app-tests"]);
-    for suite in EDGE_SUITES {
+    for suite in suites {
         cmd.args(["--test", suite]);
     }
     run_cmd(
         cmd.args(extra)
             .env("APP_TARGET_DIR", target_dir(root))
-            .env("APP_TEST_PLATFORM", "edge"),
+            .env(mode.0, mode.1),
     )
 }
 
