@@ -208,6 +208,46 @@ impl Host {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
+    /// Reads the host's stdout until `done` holds for it (a log line has
+    /// appeared), at most `timeout`; returns that stdout. Panics naming
+    /// `what`, with the log, when it never does.
+    pub async fn wait_for_stdout(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        wait_until(what, timeout, || async {
+            let out = self.stdout();
+            done(&out).then_some(out)
+        })
+        .await
+    }
+
+    /// The JSON lines of the host's stdout (the components' structured
+    /// logs), other lines skipped.
+    pub fn json_logs(&self) -> Vec<serde_json::Value> {
+        self.stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Reads the JSON log lines until `done` holds for them, at most
+    /// `timeout`; returns them. Panics naming `what` when it never does.
+    pub async fn wait_for_json_logs(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        wait_until(what, timeout, || async {
+            let lines = self.json_logs();
+            done(&lines).then_some(lines)
+        })
+        .await
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -816,6 +856,32 @@ fn chown_tree(path: &Path, uid: Option<u32>, gid: Option<u32>) {
         for entry in std::fs::read_dir(path).expect("read dir").flatten() {
             chown_tree(&entry.path(), Some(uid), Some(gid));
         }
+    }
+}
+
+/// How long a test waits for something that should happen promptly before
+/// it calls it a failure: far above any normal latency, so only a real hang
+/// (not a loaded machine) reaches it.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `check` (every 50 ms) until it gives `Some`, and returns that; panics
+/// naming `what` if `timeout` passes first. The helper for "wait for an
+/// event": readiness, a log line, an expiry.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() <= deadline,
+            "gave up after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -5,7 +5,7 @@
 //! and describing exactly the routes the components serve).
 
 use app_tests::app::{self, assert_api_contract, assert_error, authed, json, register_ok, Keys};
-use app_tests::Host;
+use app_tests::{Host, PATIENCE};
 use jwt_simple::prelude::*;
 use serde_json::{json, Value};
 use std::io::{Read as _, Write as _};
@@ -394,14 +394,20 @@ async fn request_logs_are_structured_json_with_secrets_redacted() {
     assert_eq!(r.status, 200);
     let r = app::login(&host, "ada@example.com", "4111 1111 1111 1111 wrong").await;
     assert_eq!(r.status, 401);
-    std::thread::sleep(std::time::Duration::from_millis(200));
 
-    let stdout = host.stdout();
-    let lines: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    // Read the log until the three request lines are in it.
+    let lines: Vec<Value> = host
+        .wait_for_json_logs("the register, me and login lines", PATIENCE, |lines| {
+            let requests = || lines.iter().filter(|l| l["msg"] == "request");
+            requests().any(|l| l["route"] == "/api/auth/register")
+                && requests().any(|l| l["correlation_id"] == "log-check-1")
+                && requests().any(|l| l["route"] == "/api/auth/login")
+        })
+        .await
+        .into_iter()
         .filter(|v| v["msg"] == "request")
         .collect();
+    let stdout = host.stdout();
     let register = lines
         .iter()
         .find(|l| l["route"] == "/api/auth/register")
@@ -618,13 +624,19 @@ async fn internal_errors_are_500_with_the_detail_only_in_the_log() {
             r.text()
         );
     }
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let lines: Vec<Value> = host
-        .stdout()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["correlation_id"] == "broken-1")
-        .collect();
+    // Read the log until both requests' lines are in it; then no more.
+    let broken = |lines: &[Value]| {
+        lines
+            .iter()
+            .filter(|l| l["correlation_id"] == "broken-1")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    host.wait_for_json_logs("both requests' lines", PATIENCE, |lines| {
+        broken(lines).len() >= 2
+    })
+    .await;
+    let lines = broken(&host.json_logs());
     assert_eq!(lines.len(), 2, "one line per request");
     for line in lines {
         assert_eq!(line["status"], 500);

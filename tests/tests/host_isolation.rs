@@ -2,7 +2,7 @@
 //! memory fails only its own request; deadlines, overload and graceful
 //! shutdown.
 
-use app_tests::{get, wasm, Host};
+use app_tests::{get, wasm, Host, PATIENCE};
 use std::time::{Duration, Instant};
 
 fn manifest() -> String {
@@ -44,24 +44,46 @@ async fn traps_and_panics_fail_only_their_request() {
     }
 }
 
+/// How many `faulty: <what> started` lines the host has logged.
+fn started(host: &Host, what: &str) -> usize {
+    host.stdout()
+        .matches(&format!("faulty: {what} started"))
+        .count()
+}
+
+async fn wait_for_started(host: &Host, what: &str, n: usize) {
+    host.wait_for_stdout(&format!("{n} `{what}` requests in flight"), PATIENCE, |out| {
+        out.matches(&format!("faulty: {what} started")).count() >= n
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_looping_request_is_cut_at_the_deadline_and_others_are_served() {
-    let host = Host::start(&manifest(), &["--request-timeout", "2"]);
+    const DEADLINE: Duration = Duration::from_secs(5);
+    let host = Host::start(&manifest(), &["--request-timeout", "5"]);
+    let sent = Instant::now();
     let looping = tokio::spawn(get(host.url("/faulty/loop")));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // While one instance spins, others answer promptly.
-    for _ in 0..5 {
-        let started = Instant::now();
+    wait_for_started(&host, "loop", 1).await;
+    // While one instance spins, others are answered: each `ok` completes
+    // while the looping request is still in flight.
+    for i in 0..5 {
         assert_eq!(get(host.url("/faulty/ok")).await.text(), "ok");
-        assert!(started.elapsed() < Duration::from_millis(1500));
+        assert!(
+            !looping.is_finished(),
+            "ok request {i} was answered only after the loop was cut"
+        );
     }
-    let started = Instant::now();
-    let r = looping.await.unwrap();
+    // The loop is cut: an answer comes (not a hang), a 500, and never before
+    // the deadline (a lower bound that load cannot break).
+    let r = tokio::time::timeout(DEADLINE + PATIENCE, looping)
+        .await
+        .expect("the looping request was never cut")
+        .unwrap();
     assert_eq!(r.status, 500);
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "cut near the 2 s deadline"
-    );
+    assert_eq!(r.json()["error"]["code"], "internal_error");
+    assert!(sent.elapsed() >= DEADLINE, "cut before the deadline");
+    assert_eq!(started(&host, "loop"), 1);
     assert_eq!(get(host.url("/faulty/ok")).await.text(), "ok");
 }
 
@@ -76,25 +98,47 @@ async fn a_memory_bomb_fails_only_its_request() {
 
 #[tokio::test]
 async fn beyond_the_concurrency_limit_requests_get_503() {
+    const SLEEP: Duration = Duration::from_millis(5000);
     let host = Host::start(&manifest(), &["--max-concurrent-requests", "2"]);
-    let slow: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(get(host.url("/faulty/sleep?ms=1500"))))
-        .collect();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let r = get(host.url("/faulty/ok")).await;
-    assert_eq!(r.status, 503);
-    assert_eq!(r.header("retry-after"), Some("1"));
-    for s in slow {
-        assert_eq!(s.await.unwrap().status, 200);
+    // A round is conclusive when the extra request is answered while both
+    // slow ones are certainly in flight: started (their log lines) and not
+    // answered, or sent less than their sleep ago. A 200 then is a failure;
+    // a 200 after the sleeps could have ended (a stalled machine) only
+    // means the round proved nothing, and another one runs.
+    for round in 1..=3 {
+        let before = started(&host, "sleep");
+        let sent = Instant::now();
+        let slow: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(get(host.url("/faulty/sleep?ms=5000"))))
+            .collect();
+        wait_for_started(&host, "sleep", before + 2).await;
+        let r = get(host.url("/faulty/ok")).await;
+        let in_flight = sent.elapsed() < SLEEP || slow.iter().all(|s| !s.is_finished());
+        if in_flight || r.status == 503 {
+            assert_eq!(r.status, 503, "round {round}: {}", r.text());
+            assert_eq!(r.header("retry-after"), Some("1"));
+            assert_eq!(r.json()["error"]["code"], "overloaded");
+            for s in slow {
+                let s = s.await.unwrap();
+                assert_eq!(s.status, 200);
+                assert_eq!(s.text(), "slept 5000ms");
+            }
+            assert_eq!(get(host.url("/faulty/ok")).await.status, 200);
+            return;
+        }
+        for s in slow {
+            assert_eq!(s.await.unwrap().status, 200);
+        }
     }
-    assert_eq!(get(host.url("/faulty/ok")).await.status, 200);
+    panic!("in three rounds the slow requests never stayed in flight long enough to test");
 }
 
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let mut host = Host::start(&manifest(), &[]);
     let slow = tokio::spawn(get(host.url("/faulty/sleep?ms=1500")));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SIGTERM only once the request is inside the component.
+    wait_for_started(&host, "sleep", 1).await;
     host.signal_term();
     let r = slow.await.unwrap();
     assert_eq!(r.status, 200);

@@ -52,6 +52,23 @@ async fn counter(host: &Host, key: &str) -> i64 {
         .unwrap()
 }
 
+/// The payloads still in the embedded broker's queue (not yet delivered
+/// successfully nor dead-lettered), read from its database.
+fn queued(host: &Host) -> Vec<String> {
+    let db = rusqlite::Connection::open_with_flags(
+        host.state_dir().join("messages.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the message queue");
+    let mut stmt = db.prepare("SELECT payload FROM queue ORDER BY id").unwrap();
+    let rows = stmt
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|p| String::from_utf8_lossy(&p.unwrap()).into_owned())
+        .collect();
+    rows
+}
+
 async fn publish(host: &Host, channel: &str, body: &str) {
     let r = request(
         "POST",
@@ -181,7 +198,10 @@ async fn always_failing_messages_are_dead_lettered() {
         "{letter}"
     );
     assert_eq!(counter(&host, "metrics:dead_letters_total").await, 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No attempt after dead-lettering: the message left the queue with its
+    // dead letter (one transaction), so nothing can deliver it again, and
+    // the attempts made stay 3.
+    assert_eq!(queued(&host), Vec::<String>::new(), "dead-lettered but queued");
     assert_eq!(
         counter(&host, "attempts:bad").await,
         3,
@@ -213,7 +233,14 @@ async fn a_thousand_parallel_messages_are_each_handled_once() {
         "handled: {}",
         counter(&host, "handled").await
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the queue is empty every delivery has been acknowledged (a
+    // message leaves the queue only after its handler returned), so no
+    // handler can still run: the count is final.
+    assert!(
+        eventually(WAIT, || async { queued(&host).is_empty() }).await,
+        "still queued: {:?}",
+        queued(&host)
+    );
     assert_eq!(counter(&host, "handled").await, 1000);
 }
 
@@ -455,7 +482,17 @@ async fn two_hosts_on_one_redis_lose_nothing_and_count_nothing_twice() {
         publish(hosts[i % 2], "events", &format!("spread{i}")).await;
     }
     assert!(eventually(WAIT, || async { counter(&b, "handled").await == 101 }).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both hosts receive every message: wait until both have taken each one
+    // (two attempts each), so the deliveries that must have no effect have
+    // happened, then the count is still one per message.
+    for i in 0..100 {
+        let key = format!("attempts:spread{i}");
+        assert!(
+            eventually(WAIT, || async { counter(&a, &key).await >= 2 }).await,
+            "{key}: {}",
+            counter(&a, &key).await
+        );
+    }
     assert_eq!(
         counter(&a, "handled").await,
         101,

@@ -7,7 +7,7 @@
 mod orders_support;
 
 use app_tests::app::{self, assert_api_contract, assert_error, authed, register_ok};
-use app_tests::{eventually, RedisServer};
+use app_tests::{eventually, wait_until, RedisServer};
 use orders_support::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -283,13 +283,21 @@ async fn committed_events_survive_a_sigkill_before_publication() {
         .as_str()
         .unwrap()
         .to_string();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(notifications(&host, &ada).await.is_empty());
-    let rows = sql(
-        &host,
-        "SELECT sent_at, attempts, last_error FROM event_outbox WHERE type = 'order.created'",
-    )
+    // Wait for the outbox's publication attempt to have failed (recorded
+    // with its error): then nothing was published, and nothing notified.
+    let outbox = || async {
+        sql(
+            &host,
+            "SELECT sent_at, attempts, last_error FROM event_outbox WHERE type = 'order.created'",
+        )
+        .await
+    };
+    let rows = wait_until("a failed publication attempt", DELIVERY, || async {
+        let rows = outbox().await;
+        (rows[0][1].as_i64().unwrap_or(0) >= 1).then_some(rows)
+    })
     .await;
+    assert!(notifications(&host, &ada).await.is_empty());
     assert_eq!(rows[0][0], Value::Null, "not sent: {rows:?}");
     assert!(rows[0][1].as_i64().unwrap() >= 1, "{rows:?}");
     assert!(rows[0][2].is_string(), "{rows:?}");

@@ -7,7 +7,7 @@
 mod orders_support;
 
 use app_tests::app::{self, assert_api_contract, assert_error, authed, register_ok};
-use app_tests::Reply;
+use app_tests::{wait_until, Reply, PATIENCE};
 use orders_support::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -534,10 +534,12 @@ async fn owner_profiles_come_through_chaining_and_are_cached() {
 
 #[tokio::test]
 async fn a_failing_users_component_opens_the_circuit_and_orders_are_still_served() {
+    const OPEN: Duration = Duration::from_secs(10);
     let users = FailingServer::start().await;
     let host = start(&[
         ("users_base_url", &users.url()),
-        ("users_breaker_open_seconds", "2"),
+        // Long enough that the calls below certainly fall within it.
+        ("users_breaker_open_seconds", "10"),
     ]);
     let (_, ada) = register_ok(&host, "Ada", "ada@example.com").await;
     let id = create_ok(&host, &ada).await["id"]
@@ -555,7 +557,9 @@ async fn a_failing_users_component_opens_the_circuit_and_orders_are_still_served
         assert!(body.as_object().unwrap().contains_key("user"));
     };
     // Five failures reach users...
+    let mut opened = std::time::Instant::now();
     for n in 1..=5 {
+        opened = std::time::Instant::now();
         get().await;
         assert_eq!(users.hits(), n);
     }
@@ -574,10 +578,15 @@ async fn a_failing_users_component_opens_the_circuit_and_orders_are_still_served
     .await;
     let state = r.json();
     assert_eq!(state["consecutiveFailures"], 5, "{state}");
-    // After the open period one trial call goes through; it fails, and
-    // the circuit opens again.
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    get().await;
+    // After the open period one trial call goes through (poll until it
+    // does; never before the period is over); it fails, and the circuit
+    // opens again.
+    wait_until("the trial call", OPEN + PATIENCE, || async {
+        get().await;
+        (users.hits() > 5).then_some(())
+    })
+    .await;
+    assert!(opened.elapsed() >= OPEN, "trial after {:?}", opened.elapsed());
     assert_eq!(users.hits(), 6, "one trial call");
     get().await;
     get().await;

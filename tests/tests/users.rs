@@ -6,7 +6,7 @@ use app_tests::app::{
     self, assert_api_contract, assert_error, authed, json, login, register, register_ok, Keys,
     PASSWORD,
 };
-use app_tests::{Host, Reply};
+use app_tests::{wait_until, Host, Reply, PATIENCE};
 use jwt_simple::prelude::*;
 use serde_json::json;
 
@@ -540,8 +540,18 @@ async fn cached_reads_expire() {
     host.kill();
     app::drop_records(&host);
     host.restart();
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    let r = authed(&host, "GET", "/api/users/me", &token).await;
+    // Poll until the cached profile expires (1 s TTL): until then it is
+    // served from the cache, then the missing record shows.
+    let r = wait_until("the cached profile to expire", PATIENCE, || async {
+        let r = authed(&host, "GET", "/api/users/me", &token).await;
+        if r.status == 200 {
+            assert_eq!(r.json()["name"], "Ada", "only the cached profile");
+            None
+        } else {
+            Some(r)
+        }
+    })
+    .await;
     assert_error(&r, 404, "not_found");
 }
 
