@@ -207,10 +207,20 @@ async fn processed_event_claims_are_pruned_after_retention() {
     }
     assert!(
         eventually(DELIVERY, || async {
-            db_number(&host, "SELECT count(*) FROM processed_events") >= 3
+            db_number(
+                &host,
+                "SELECT count(*) FROM processed_events WHERE type = 'order.created'",
+            ) == 3
         })
         .await
     );
+    let created: Vec<String> = open(&host, "sqlite_db.db")
+        .prepare("SELECT event_id FROM processed_events WHERE type = 'order.created'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let first: Vec<String> = open(&host, "sqlite_db.db")
         .prepare("SELECT event_id FROM processed_events")
         .unwrap()
@@ -239,6 +249,16 @@ async fn processed_event_claims_are_pruned_after_retention() {
     .await;
     assert!(pruned, "{} old claims left", left(&host));
     // Notifications are kept: they belong to the user, not to retention.
+    // Each of the three orders' events, whose claims were pruned, still
+    // has its notification.
+    let kept: i64 = open(&host, "sqlite_db.db")
+        .query_row(
+            "SELECT count(*) FROM notifications WHERE event_id IN (?, ?, ?)",
+            rusqlite::params_from_iter(created.iter()),
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 3, "notifications of the pruned claims' events");
     assert!(notifications(&host, &ada).await.len() >= 3);
 }
 

@@ -52,9 +52,11 @@ fn started(host: &Host, what: &str) -> usize {
 }
 
 async fn wait_for_started(host: &Host, what: &str, n: usize) {
-    host.wait_for_stdout(&format!("{n} `{what}` requests in flight"), PATIENCE, |out| {
-        out.matches(&format!("faulty: {what} started")).count() >= n
-    })
+    host.wait_for_stdout(
+        &format!("{n} `{what}` requests in flight"),
+        PATIENCE,
+        |out| out.matches(&format!("faulty: {what} started")).count() >= n,
+    )
     .await;
 }
 

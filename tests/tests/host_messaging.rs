@@ -201,7 +201,11 @@ async fn always_failing_messages_are_dead_lettered() {
     // No attempt after dead-lettering: the message left the queue with its
     // dead letter (one transaction), so nothing can deliver it again, and
     // the attempts made stay 3.
-    assert_eq!(queued(&host), Vec::<String>::new(), "dead-lettered but queued");
+    assert_eq!(
+        queued(&host),
+        Vec::<String>::new(),
+        "dead-lettered but queued"
+    );
     assert_eq!(
         counter(&host, "attempts:bad").await,
         3,

@@ -586,7 +586,11 @@ async fn a_failing_users_component_opens_the_circuit_and_orders_are_still_served
         (users.hits() > 5).then_some(())
     })
     .await;
-    assert!(opened.elapsed() >= OPEN, "trial after {:?}", opened.elapsed());
+    assert!(
+        opened.elapsed() >= OPEN,
+        "trial after {:?}",
+        opened.elapsed()
+    );
     assert_eq!(users.hits(), 6, "one trial call");
     get().await;
     get().await;
