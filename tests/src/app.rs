@@ -327,6 +327,32 @@ pub fn assert_window_reset(reset: u64, window_secs: u64, sent: u64) {
     );
 }
 
+/// `PATCH path` with a JSON body as `token`'s bearer, with `If-Match`
+/// when given.
+pub async fn patch_json(
+    host: &Host,
+    path: &str,
+    token: &str,
+    if_match: Option<&str>,
+    body: serde_json::Value,
+) -> Reply {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("authorization", auth.as_str()),
+    ];
+    if let Some(tag) = if_match {
+        headers.push(("if-match", tag));
+    }
+    call(host, "PATCH", path, &headers, body.to_string()).await
+}
+
+/// `key` of the `default` key-value store, read through the probe
+/// component ([`manifest_with_probe`]): 200 with `{"value": …}`, or 404.
+pub async fn probe_kv(host: &Host, key: &str) -> Reply {
+    call(host, "GET", &format!("/probe/kv/default/{key}"), &[], "").await
+}
+
 /// `r` is an API error with this status and code.
 pub fn assert_error(r: &Reply, status: u16, code: &str) {
     assert_eq!(r.status, status, "{}", r.text());

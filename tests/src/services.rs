@@ -14,7 +14,39 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
+/// A runtime-config file of a test's own (removed with it).
+pub struct RuntimeConfig {
+    _dir: TempDir,
+    pub path: PathBuf,
+}
+
+impl RuntimeConfig {
+    /// `--runtime-config-file <path>`, for [`crate::Host::start`].
+    pub fn args(&self) -> [&str; 2] {
+        [
+            "--runtime-config-file",
+            self.path.to_str().expect("UTF-8 temp path"),
+        ]
+    }
+}
+
 impl RedisServer {
+    /// A runtime config putting the `default` key-value store on this
+    /// server.
+    pub fn key_value_config(&self) -> RuntimeConfig {
+        let dir = TempDir::new("rc");
+        let path = dir.path().join("runtime-config.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+                self.url()
+            ),
+        )
+        .expect("write runtime config");
+        RuntimeConfig { _dir: dir, path }
+    }
+
     pub fn start() -> RedisServer {
         Self::start_with_config("")
     }

@@ -7,7 +7,7 @@
 mod orders_support;
 
 use app_tests::app::{self, register, register_ok, PASSWORD};
-use app_tests::{eventually, Host, PostgresServer, RedisServer, Reply, TempDir};
+use app_tests::{eventually, Host, PostgresServer, RedisServer, Reply};
 use orders_support::*;
 use std::future::Future;
 use std::time::Duration;
@@ -36,20 +36,11 @@ fn assert_store_unavailable(r: &Reply) {
 #[tokio::test]
 async fn a_stopped_key_value_store_is_a_prompt_503_and_liveness_stays_up() {
     let mut redis = RedisServer::start();
-    let dir = TempDir::new("kv-outage");
-    let rc = dir.path().join("runtime-config.toml");
-    std::fs::write(
-        &rc,
-        format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
-            redis.url()
-        ),
-    )
-    .unwrap();
+    let rc = redis.key_value_config();
     let host = app::start_with_args(
         Some(&keys()),
         &[("redis_address", &redis.url())],
-        &["--runtime-config-file", rc.to_str().unwrap()],
+        &rc.args(),
     );
     let (_, ada) = register_ok(&host, "Ada", "ada@example.com").await;
 

@@ -372,20 +372,8 @@ key_value_stores = ["default"]
 #[tokio::test]
 async fn key_value_semantics_on_redis() {
     let redis = RedisServer::start();
-    let dir = app_tests::TempDir::new("rc");
-    let rc = dir.path().join("runtime-config.toml");
-    std::fs::write(
-        &rc,
-        format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
-            redis.url()
-        ),
-    )
-    .unwrap();
-    let host = Host::start(
-        &kv_manifest(),
-        &["--runtime-config-file", rc.to_str().unwrap()],
-    );
+    let rc = redis.key_value_config();
+    let host = Host::start(&kv_manifest(), &rc.args());
     let kv = |p: &str| host.url(&format!("/kv/default/{p}"));
     assert_eq!(app_tests::get(kv("a")).await.status, 404);
     assert_eq!(request("PUT", kv("a"), "1").await.status, 204);
@@ -444,17 +432,8 @@ fn runtime_config_errors_name_the_problem() {
 #[tokio::test]
 async fn two_hosts_on_one_redis_lose_nothing_and_count_nothing_twice() {
     let redis = RedisServer::start();
-    let dir = app_tests::TempDir::new("rc2");
-    let rc = dir.path().join("runtime-config.toml");
-    std::fs::write(
-        &rc,
-        format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
-            redis.url()
-        ),
-    )
-    .unwrap();
-    let args = ["--runtime-config-file", rc.to_str().unwrap()];
+    let rc = redis.key_value_config();
+    let args = rc.args();
     let a = Host::start(&manifest(&redis.url()), &args);
     let b = Host::start(&manifest(&redis.url()), &args);
     let hosts = [&a, &b];

@@ -218,21 +218,8 @@ async fn maintenance_runs_only_for_its_token_and_reports_what_it_did() {
 #[tokio::test]
 async fn health_is_live_and_ready_follows_redis() {
     let mut redis = RedisServer::start();
-    let dir = app_tests::TempDir::new("ready");
-    let rc = dir.path().join("runtime-config.toml");
-    std::fs::write(
-        &rc,
-        format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
-            redis.url()
-        ),
-    )
-    .unwrap();
-    let host = app::start_with_args(
-        None,
-        &[("redis_address", &redis.url())],
-        &["--runtime-config-file", rc.to_str().unwrap()],
-    );
+    let rc = redis.key_value_config();
+    let host = app::start_with_args(None, &[("redis_address", &redis.url())], &rc.args());
     let r = get(host.url("/health")).await;
     assert_eq!((r.status, r.json()["status"].clone()), (200, "ok".into()));
     let r = get(host.url("/health/ready")).await;

@@ -548,14 +548,7 @@ async fn deleting_a_user_anonymises_their_orders_and_removes_their_notifications
     )
     .await;
     assert_eq!(stored[0], vec![Value::Null, Value::Null]);
-    let r = app::call(
-        &host,
-        "GET",
-        &format!("/probe/kv/default/orders:cache:user:{ada_id}"),
-        &[],
-        "",
-    )
-    .await;
+    let r = app::probe_kv(&host, &format!("orders:cache:user:{ada_id}")).await;
     assert_eq!(r.status, 404, "cached profile removed: {}", r.text());
 }
 

@@ -12,22 +12,8 @@ use serde_json::{json, Value};
 
 /// `PATCH /api/orders/{id}/status`, with `If-Match` when given.
 async fn change(host: &Host, token: &str, id: &str, status: &str, if_match: Option<&str>) -> Reply {
-    let auth = format!("Bearer {token}");
-    let mut headers = vec![
-        ("content-type", "application/json"),
-        ("authorization", auth.as_str()),
-    ];
-    if let Some(tag) = if_match {
-        headers.push(("if-match", tag));
-    }
-    app::call(
-        host,
-        "PATCH",
-        &format!("/api/orders/{id}/status"),
-        &headers,
-        json!({ "status": status }).to_string(),
-    )
-    .await
+    let path = format!("/api/orders/{id}/status");
+    app::patch_json(host, &path, token, if_match, json!({ "status": status })).await
 }
 
 async fn order(host: &Host, token: &str, id: &str) -> (Value, String) {

@@ -514,14 +514,7 @@ async fn owner_profiles_come_through_chaining_and_are_cached() {
     assert_eq!(r.status, 200, "{}", r.text());
     // Served from orders' cache for up to 60 s.
     assert_eq!(get().await.json()["user"]["name"], "Ada");
-    let r = app::call(
-        &host,
-        "GET",
-        &format!("/probe/kv/default/orders:cache:user:{ada_id}"),
-        &[],
-        "",
-    )
-    .await;
+    let r = app::probe_kv(&host, &format!("orders:cache:user:{ada_id}")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["value"]["name"], "Ada");
 
@@ -568,14 +561,7 @@ async fn a_failing_users_component_opens_the_circuit_and_orders_are_still_served
         get().await;
     }
     assert_eq!(users.hits(), 5, "no call while the circuit is open");
-    let r = app::call(
-        &host,
-        "GET",
-        "/probe/kv/default/orders:breaker:users",
-        &[],
-        "",
-    )
-    .await;
+    let r = app::probe_kv(&host, "orders:breaker:users").await;
     let state = r.json();
     assert_eq!(state["consecutiveFailures"], 5, "{state}");
     // After the open period one trial call goes through (poll until it

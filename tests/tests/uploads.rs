@@ -94,6 +94,17 @@ async fn upload_form(host: &Host, token: &str, parts: &[Part<'_>]) -> Reply {
     .await
 }
 
+/// A raw GIF upload of `size` bytes.
+async fn upload_gif(host: &Host, token: &str, size: usize) -> Reply {
+    upload_raw(
+        host,
+        token,
+        &[("content-type", "image/gif")],
+        file("gif", size),
+    )
+    .await
+}
+
 async fn upload_raw(host: &Host, token: &str, headers: &[(&str, &str)], bytes: Vec<u8>) -> Reply {
     let auth = format!("Bearer {token}");
     let mut all = vec![("authorization", auth.as_str())];
@@ -771,21 +782,9 @@ async fn files_over_the_limit_are_413_and_leave_nothing() {
 
     let small_limit = start(&[("upload_limit_bytes", "1000")]);
     let (_, bob) = register_ok(&small_limit, "Bob", "bob@example.com").await;
-    let r = upload_raw(
-        &small_limit,
-        &bob,
-        &[("content-type", "image/gif")],
-        file("gif", 1001),
-    )
-    .await;
+    let r = upload_gif(&small_limit, &bob, 1001).await;
     assert_error(&r, 413, "payload_too_large");
-    let r = upload_raw(
-        &small_limit,
-        &bob,
-        &[("content-type", "image/gif")],
-        file("gif", 1000),
-    )
-    .await;
+    let r = upload_gif(&small_limit, &bob, 1000).await;
     assert_eq!(r.status, 201, "{}", r.text());
 }
 
@@ -1077,13 +1076,7 @@ async fn an_aborted_upload_leaves_no_chunk_behind() {
     assert!(cleaned, "chunks left behind: {:?}", stored_chunks(&host));
     assert_eq!(upload_rows(&host), 0);
     // The host and the component carry on.
-    let r = upload_raw(
-        &host,
-        &ada,
-        &[("content-type", "image/gif")],
-        file("gif", 10),
-    )
-    .await;
+    let r = upload_gif(&host, &ada, 10).await;
     assert_eq!(r.status, 201, "{}", r.text());
 }
 
@@ -1099,13 +1092,7 @@ async fn chunks_of_an_upload_cut_off_by_a_crash_are_swept_later() {
     host.restart();
     // (The same keys and state: Ada's token is still good.)
     // The next upload sweeps what the abandoned one left.
-    let r = upload_raw(
-        &host,
-        &ada,
-        &[("content-type", "image/gif")],
-        file("gif", 10),
-    )
-    .await;
+    let r = upload_gif(&host, &ada, 10).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_string();
     let left: Vec<String> = stored_chunks(&host).into_iter().map(|(k, _)| k).collect();

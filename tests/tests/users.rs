@@ -35,22 +35,7 @@ async fn patch(
     if_match: Option<&str>,
     body: serde_json::Value,
 ) -> Reply {
-    let auth = format!("Bearer {token}");
-    let mut headers = vec![
-        ("content-type", "application/json"),
-        ("authorization", auth.as_str()),
-    ];
-    if let Some(tag) = if_match {
-        headers.push(("if-match", tag));
-    }
-    app::call(
-        host,
-        "PATCH",
-        &format!("/api/users/{id}"),
-        &headers,
-        body.to_string(),
-    )
-    .await
+    app::patch_json(host, &format!("/api/users/{id}"), token, if_match, body).await
 }
 
 #[tokio::test]
