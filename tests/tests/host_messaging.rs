@@ -93,15 +93,18 @@ async fn embedded_publish_reaches_subscribers_and_retries_failures() {
     publish(&host, "events", "m2:fail-until:3").await;
     assert!(eventually(WAIT, || async { counter(&host, "handled").await == 2 }).await);
     assert_eq!(counter(&host, "attempts:m2").await, 3);
-    // The WASIp3 subscriber.
-    publish(&host, "p3-events", "hello").await;
-    publish(&host, "p3-events", "again").await;
-    assert!(
-        eventually(WAIT, || async {
-            app_tests::get(host.url("/kv/default/p3-log")).await.text() == "hello,again"
-        })
-        .await
-    );
+    // The WASIp3 subscriber. It appends with a read and a write, and the
+    // broker delivers queued messages concurrently: publish the second only
+    // once the first is in, or the two appends race (under load they did).
+    let p3_log = || async { app_tests::get(host.url("/kv/default/p3-log")).await.text() };
+    for (message, log) in [("hello", "hello"), ("again", "hello,again")] {
+        publish(&host, "p3-events", message).await;
+        assert!(
+            eventually(WAIT, || async { p3_log().await == log }).await,
+            "p3-log: {:?}, expected {log:?}",
+            p3_log().await
+        );
+    }
     // Outbound Redis commands work on the embedded store.
     assert_eq!(
         request("POST", host.url("/redis/incr/n"), "").await.json(),
