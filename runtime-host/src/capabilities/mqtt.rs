@@ -115,6 +115,30 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
 
 // ---- fermyon:spin/mqtt@2.0.0 ---------------------------------------------------
 
+/// A version's error from [`MqttError`], and its `qos` as rumqttc's (the
+/// versions have the same cases under other type names).
+macro_rules! mqtt_conversions {
+    ($v:ident, $qos:ident) => {
+        impl From<MqttError> for $v::mqtt::Error {
+            fn from(e: MqttError) -> Self {
+                match e {
+                    MqttError::InvalidAddress => Self::InvalidAddress,
+                    MqttError::ConnectionFailed(m) => Self::ConnectionFailed(m),
+                    MqttError::Other(m) => Self::Other(m),
+                }
+            }
+        }
+
+        fn $qos(q: $v::mqtt::Qos) -> QoS {
+            match q {
+                $v::mqtt::Qos::AtMostOnce => QoS::AtMostOnce,
+                $v::mqtt::Qos::AtLeastOnce => QoS::AtLeastOnce,
+                $v::mqtt::Qos::ExactlyOnce => QoS::ExactlyOnce,
+            }
+        }
+    };
+}
+
 mod v2 {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -129,23 +153,7 @@ mod v2 {
     pub use fermyon::spin2_0_0::mqtt;
 }
 
-impl From<MqttError> for v2::mqtt::Error {
-    fn from(e: MqttError) -> Self {
-        match e {
-            MqttError::InvalidAddress => Self::InvalidAddress,
-            MqttError::ConnectionFailed(m) => Self::ConnectionFailed(m),
-            MqttError::Other(m) => Self::Other(m),
-        }
-    }
-}
-
-fn qos_v2(q: v2::mqtt::Qos) -> QoS {
-    match q {
-        v2::mqtt::Qos::AtMostOnce => QoS::AtMostOnce,
-        v2::mqtt::Qos::AtLeastOnce => QoS::AtLeastOnce,
-        v2::mqtt::Qos::ExactlyOnce => QoS::ExactlyOnce,
-    }
-}
+mqtt_conversions!(v2, qos_v2);
 
 impl v2::mqtt::Host for HostState {}
 
@@ -205,23 +213,7 @@ mod v3 {
     pub use spin::mqtt::mqtt;
 }
 
-impl From<MqttError> for v3::mqtt::Error {
-    fn from(e: MqttError) -> Self {
-        match e {
-            MqttError::InvalidAddress => Self::InvalidAddress,
-            MqttError::ConnectionFailed(m) => Self::ConnectionFailed(m),
-            MqttError::Other(m) => Self::Other(m),
-        }
-    }
-}
-
-fn qos_v3(q: v3::mqtt::Qos) -> QoS {
-    match q {
-        v3::mqtt::Qos::AtMostOnce => QoS::AtMostOnce,
-        v3::mqtt::Qos::AtLeastOnce => QoS::AtLeastOnce,
-        v3::mqtt::Qos::ExactlyOnce => QoS::ExactlyOnce,
-    }
-}
+mqtt_conversions!(v3, qos_v3);
 
 impl v3::mqtt::Host for HostState {}
 

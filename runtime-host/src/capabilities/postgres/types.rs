@@ -185,6 +185,8 @@ fn decimal(text: &str) -> anyhow::Result<rust_decimal::Decimal> {
 #[cfg(test)]
 mod tests {
     use super::v4::RangeBoundKind;
+    use bytes::BytesMut;
+    use tokio_postgres::types::IsNull;
     use super::*;
 
     #[test]

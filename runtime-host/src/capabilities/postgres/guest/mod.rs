@@ -145,3 +145,55 @@ macro_rules! map_cases {
     };
 }
 use map_cases;
+
+/// What an older version (`$iface` its interface module, `$types` the
+/// module of its types) adds on top of its own conversions `params`,
+/// `value` and `data_type`: its row sets, and its `connection` resource
+/// onto the 4.2.0 one. The generated traits differ only in these names.
+macro_rules! older_connection {
+    ($iface:ident, $types:ident) => {
+        fn rows(r: pg4::RowSet) -> $types::RowSet {
+            let column = |c: pg4::Column| $types::Column {
+                name: c.name,
+                data_type: data_type(c.data_type),
+            };
+            let (columns, rows) = convert_rows(r, column, value);
+            $types::RowSet { columns, rows }
+        }
+
+        impl $iface::HostConnection for HostState {
+            async fn open(
+                &mut self,
+                address: String,
+            ) -> WResult<Result<Resource<PgConnection>, $types::Error>> {
+                Ok(self.pg_open(&address, None).await?.map_err(Into::into))
+            }
+
+            async fn query(
+                &mut self,
+                this: Resource<PgConnection>,
+                statement: String,
+                params: Vec<$types::ParameterValue>,
+            ) -> WResult<Result<$types::RowSet, $types::Error>> {
+                self.pg_query(&this, &statement, self::params(params), rows)
+                    .await
+            }
+
+            async fn execute(
+                &mut self,
+                this: Resource<PgConnection>,
+                statement: String,
+                params: Vec<$types::ParameterValue>,
+            ) -> WResult<Result<u64, $types::Error>> {
+                self.pg_execute(&this, &statement, self::params(params))
+                    .await
+            }
+
+            async fn drop(&mut self, this: Resource<PgConnection>) -> WResult<()> {
+                self.table.delete(this)?;
+                Ok(())
+            }
+        }
+    };
+}
+use older_connection;

@@ -1,6 +1,6 @@
 //! `fermyon:spin/postgres@2.0.0` (with `rdbms-types`), converting to 4.2.0.
 
-use super::{convert_rows, error_from_v4, map_cases, pg2, pg4, rdbms};
+use super::{convert_rows, error_from_v4, map_cases, older_connection, pg2, pg4, rdbms};
 use crate::capabilities::bindings::WResult;
 use crate::capabilities::postgres::PgConnection;
 use crate::state::HostState;
@@ -45,48 +45,7 @@ fn data_type(t: pg4::DbDataType) -> rdbms::DbDataType {
         else U::Other)
 }
 
-fn rows(r: pg4::RowSet) -> rdbms::RowSet {
-    let column = |c: pg4::Column| rdbms::Column {
-        name: c.name,
-        data_type: data_type(c.data_type),
-    };
-    let (columns, rows) = convert_rows(r, column, value);
-    rdbms::RowSet { columns, rows }
-}
-
 impl rdbms::Host for HostState {}
 impl pg2::Host for HostState {}
 
-impl pg2::HostConnection for HostState {
-    async fn open(
-        &mut self,
-        address: String,
-    ) -> WResult<Result<Resource<PgConnection>, rdbms::Error>> {
-        Ok(self.pg_open(&address, None).await?.map_err(Into::into))
-    }
-
-    async fn query(
-        &mut self,
-        this: Resource<PgConnection>,
-        statement: String,
-        params: Vec<rdbms::ParameterValue>,
-    ) -> WResult<Result<rdbms::RowSet, rdbms::Error>> {
-        self.pg_query(&this, &statement, self::params(params), rows)
-            .await
-    }
-
-    async fn execute(
-        &mut self,
-        this: Resource<PgConnection>,
-        statement: String,
-        params: Vec<rdbms::ParameterValue>,
-    ) -> WResult<Result<u64, rdbms::Error>> {
-        self.pg_execute(&this, &statement, self::params(params))
-            .await
-    }
-
-    async fn drop(&mut self, this: Resource<PgConnection>) -> WResult<()> {
-        self.table.delete(this)?;
-        Ok(())
-    }
-}
+older_connection!(pg2, rdbms);

@@ -1,6 +1,6 @@
 //! `spin:postgres/postgres@3.0.0`, converting to 4.2.0.
 
-use super::{convert_rows, error_from_v4, map_cases, pg3, pg4};
+use super::{convert_rows, error_from_v4, map_cases, older_connection, pg3, pg4};
 use crate::capabilities::bindings::WResult;
 use crate::capabilities::postgres::PgConnection;
 use crate::state::HostState;
@@ -42,47 +42,6 @@ fn data_type(t: pg4::DbDataType) -> pg3::DbDataType {
         else U::Other)
 }
 
-fn rows(r: pg4::RowSet) -> pg3::RowSet {
-    let column = |c: pg4::Column| pg3::Column {
-        name: c.name,
-        data_type: data_type(c.data_type),
-    };
-    let (columns, rows) = convert_rows(r, column, value);
-    pg3::RowSet { columns, rows }
-}
-
 impl pg3::Host for HostState {}
 
-impl pg3::HostConnection for HostState {
-    async fn open(
-        &mut self,
-        address: String,
-    ) -> WResult<Result<Resource<PgConnection>, pg3::Error>> {
-        Ok(self.pg_open(&address, None).await?.map_err(Into::into))
-    }
-
-    async fn query(
-        &mut self,
-        this: Resource<PgConnection>,
-        statement: String,
-        params: Vec<pg3::ParameterValue>,
-    ) -> WResult<Result<pg3::RowSet, pg3::Error>> {
-        self.pg_query(&this, &statement, self::params(params), rows)
-            .await
-    }
-
-    async fn execute(
-        &mut self,
-        this: Resource<PgConnection>,
-        statement: String,
-        params: Vec<pg3::ParameterValue>,
-    ) -> WResult<Result<u64, pg3::Error>> {
-        self.pg_execute(&this, &statement, self::params(params))
-            .await
-    }
-
-    async fn drop(&mut self, this: Resource<PgConnection>) -> WResult<()> {
-        self.table.delete(this)?;
-        Ok(())
-    }
-}
+older_connection!(pg3, pg3);
