@@ -155,6 +155,28 @@ mod v2 {
 
 mqtt_conversions!(v2, qos_v2);
 
+impl HostState {
+    /// Opens an MQTT connection for this component (any version's error).
+    fn mqtt_open<E: From<MqttError>>(
+        &mut self,
+        address: &str,
+        username: String,
+        password: String,
+        keep_alive_interval_in_secs: u64,
+    ) -> WResult<Result<Resource<MqttHandle>, E>> {
+        match MqttConnection::open(
+            &self.component,
+            address,
+            username,
+            password,
+            keep_alive_interval_in_secs,
+        ) {
+            Ok(c) => Ok(Ok(self.table.push(MqttHandle(Arc::new(c)))?)),
+            Err(e) => Ok(Err(e.into())),
+        }
+    }
+}
+
 impl v2::mqtt::Host for HostState {}
 
 impl v2::mqtt::HostConnection for HostState {
@@ -165,16 +187,7 @@ impl v2::mqtt::HostConnection for HostState {
         password: String,
         keep_alive_interval_in_secs: u64,
     ) -> WResult<Result<Resource<MqttHandle>, v2::mqtt::Error>> {
-        match MqttConnection::open(
-            &self.component,
-            &address,
-            username,
-            password,
-            keep_alive_interval_in_secs,
-        ) {
-            Ok(c) => Ok(Ok(self.table.push(MqttHandle(Arc::new(c)))?)),
-            Err(e) => Ok(Err(e.into())),
-        }
+        self.mqtt_open(&address, username, password, keep_alive_interval_in_secs)
     }
 
     async fn publish(
@@ -233,17 +246,8 @@ impl v3::mqtt::HostConnectionWithStore<HostState> for P3Capabilities {
         keep_alive_interval_in_secs: u64,
     ) -> WResult<Result<Resource<MqttHandle>, v3::mqtt::Error>> {
         acc.with(|mut a| {
-            let s = a.get();
-            match MqttConnection::open(
-                &s.component,
-                &address,
-                username,
-                password,
-                keep_alive_interval_in_secs,
-            ) {
-                Ok(c) => Ok(Ok(s.table.push(MqttHandle(Arc::new(c)))?)),
-                Err(e) => Ok(Err(e.into())),
-            }
+            a.get()
+                .mqtt_open(&address, username, password, keep_alive_interval_in_secs)
         })
     }
 

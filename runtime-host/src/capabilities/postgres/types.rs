@@ -185,9 +185,9 @@ fn decimal(text: &str) -> anyhow::Result<rust_decimal::Decimal> {
 #[cfg(test)]
 mod tests {
     use super::v4::RangeBoundKind;
+    use super::*;
     use bytes::BytesMut;
     use tokio_postgres::types::IsNull;
-    use super::*;
 
     #[test]
     fn column_types_map_as_in_spin() {
