@@ -2,6 +2,7 @@
 //! compiled-code cache, and the request deadline clock.
 
 use anyhow::{Context as _, Result};
+use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,10 +60,15 @@ pub fn load_component(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> Re
         .with_context(|| format!("cannot read component {}", wasm_path.display()))?;
     let cached = cache_path(engine, &bytes, cache_dir);
     if cached.is_file() {
-        // SAFETY: the file was written by `Component::serialize` of an engine
-        // with the same compatibility hash (it is part of the file name), in
-        // the host's own state directory; wasmtime additionally checks the
-        // header and refuses files from another engine configuration.
+        // SAFETY: `deserialize_file` is unsafe because it maps native code
+        // that wasmtime trusts without verifying it. This file is only ever
+        // written by `write_cache` below (`Component::serialize` of an
+        // engine with the same compatibility hash, which is part of its
+        // SHA-256 name, written to a temporary name and renamed, so never
+        // torn), in the host's own state directory, which nothing else
+        // writes. Wasmtime also checks the header and refuses artifacts of
+        // another version or configuration. Whoever can write the state dir
+        // can already replace the host's inputs, so this trusts no one new.
         match unsafe { Component::deserialize_file(engine, &cached) } {
             Ok(c) => return Ok(c),
             Err(e) => {
@@ -82,12 +88,28 @@ pub fn load_component(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> Re
     Ok(component)
 }
 
+/// The cache file for `bytes`: named by a SHA-256 over the engine's
+/// compatibility hash (wasmtime's version, target and every setting that
+/// changes compiled code), this host's version and the component's bytes.
+/// SHA-256 is stable across Rust releases and machines, unlike std's
+/// `DefaultHasher`, so the name means the same thing to every build.
 fn cache_path(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> PathBuf {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    /// Feeds `Hash` output (the compatibility hash is only `impl Hash`) into SHA-256.
+    struct Sha(Sha256);
+    impl Hasher for Sha {
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+        fn finish(&self) -> u64 {
+            unreachable!("only the SHA-256 digest is read")
+        }
+    }
+    let mut h = Sha(Sha256::new());
     engine.precompile_compatibility_hash().hash(&mut h);
-    env!("CARGO_PKG_VERSION").hash(&mut h);
-    bytes.hash(&mut h);
-    cache_dir.join(format!("{:016x}-{}.cwasm", h.finish(), bytes.len()))
+    h.0.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.0.update((bytes.len() as u64).to_le_bytes());
+    h.0.update(bytes);
+    cache_dir.join(format!("{:x}.cwasm", h.0.finalize()))
 }
 
 fn write_cache(component: &Component, path: &Path) -> Result<()> {

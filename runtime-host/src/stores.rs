@@ -5,8 +5,8 @@
 use crate::capabilities::key_value::{self, FaultyStore, KeyValueStores, SqliteKeyValue};
 use crate::capabilities::sqlite::{self, Database, Databases};
 use crate::faults::Faults;
-use crate::manifest::App;
-use anyhow::{bail, Context as _, Result};
+use crate::manifest::{App, Component};
+use anyhow::{Context as _, Result};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,54 +20,44 @@ pub async fn open(
     faults: &Arc<Faults>,
 ) -> Result<(KeyValueStores, Databases)> {
     let mut kv = KeyValueStores::default();
-    let kv_labels: BTreeSet<&String> = app
-        .components
-        .values()
-        .flat_map(|c| c.key_value_stores.iter())
-        .collect();
-    let mut default_kv_db = None;
-    for label in kv_labels {
+    for label in labels(app, |c| &c.key_value_stores) {
         let store = rc
             .key_value_store(label, state_dir)
             .await
             .with_context(|| format!("key-value store `{label}`"))?;
-        match store {
-            Some(s) => kv.insert(label, FaultyStore::wrap(s, faults)),
+        let store = match store {
+            Some(s) => s,
             None if label == "default" => {
-                let conn = match &default_kv_db {
-                    Some(c) => Arc::clone(c),
-                    None => {
-                        let c = key_value::open_database(&state_dir.join("sqlite_key_value.db"))?;
-                        default_kv_db = Some(c.clone());
-                        c
-                    }
-                };
-                kv.insert(
-                    label,
-                    FaultyStore::wrap(Arc::new(SqliteKeyValue::new(conn, label)), faults),
-                );
+                let conn = key_value::open_database(&state_dir.join("sqlite_key_value.db"))?;
+                Arc::new(SqliteKeyValue::new(conn, label))
             }
-            None => bail!(
-                "a component uses key-value store `{label}`, which has no backend: only `default` exists without configuration; add `[key_value_store.{label}]` to a runtime-config file (--runtime-config-file)"
-            ),
-        }
+            None => return Err(no_backend("key-value store", label, "key_value_store")),
+        };
+        kv.insert(label, FaultyStore::wrap(store, faults));
     }
 
     let mut dbs = Databases::default();
-    let db_labels: BTreeSet<&String> = app
-        .components
-        .values()
-        .flat_map(|c| c.sqlite_databases.iter())
-        .collect();
-    for label in db_labels {
+    for label in labels(app, |c| &c.sqlite_databases) {
         let path = match rc.sqlite_path(label, state_dir)? {
             Some(p) => p,
             None if label == "default" => sqlite::default_path(state_dir, label),
-            None => bail!(
-                "a component uses SQLite database `{label}`, which has no backend: only `default` exists without configuration; add `[sqlite_database.{label}]` to a runtime-config file (--runtime-config-file)"
-            ),
+            None => return Err(no_backend("SQLite database", label, "sqlite_database")),
         };
         dbs.insert(label, Database::new(path, faults.clone())?);
     }
     Ok((kv, dbs))
+}
+
+/// Every label the components name in `field`, once each.
+fn labels<'a>(
+    app: &'a App,
+    field: impl Fn(&'a Component) -> &'a Vec<String>,
+) -> BTreeSet<&'a String> {
+    app.components.values().flat_map(field).collect()
+}
+
+fn no_backend(what: &str, label: &str, table: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "a component uses {what} `{label}`, which has no backend: only `default` exists without configuration; add `[{table}.{label}]` to a runtime-config file (--runtime-config-file)"
+    )
 }

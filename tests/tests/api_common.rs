@@ -614,6 +614,16 @@ async fn the_openapi_document_is_valid_and_describes_exactly_the_served_routes()
 }
 
 #[tokio::test]
+async fn paths_no_route_takes_get_the_apps_json_404_from_the_catch_all() {
+    // `route = "/..."` (metrics) answers them, as under `spin up`.
+    let host = start(&[]);
+    for path in ["/nope", "/api/nothing/here", "/health-check"] {
+        let r = app::call(&host, "GET", path, &[], "").await;
+        assert_error(&r, 404, "route_not_found");
+    }
+}
+
+#[tokio::test]
 async fn internal_errors_are_500_with_the_detail_only_in_the_log() {
     // A misconfigured variable makes every request fail inside.
     let host = start(&[("api_rate_limit", "lots")]);

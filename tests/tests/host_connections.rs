@@ -112,9 +112,10 @@ async fn connections_beyond_the_limit_are_refused_with_a_complete_503() {
         "expected a 503, got {refusal:?}"
     );
     assert!(refusal.contains("retry-after: 1"), "{refusal}");
-    let body: serde_json::Value =
-        serde_json::from_str(refusal.split_once("\r\n\r\n").unwrap().1).unwrap();
-    assert_eq!(body["error"]["code"], "overloaded");
+    assert!(
+        refusal.contains("runtime-host-error: overloaded"),
+        "{refusal}"
+    );
 
     // A holder leaves: its slot is free again for an ordinary request.
     drop(holders.pop());

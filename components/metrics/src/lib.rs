@@ -6,6 +6,7 @@
 //! | `GET /health` | [`health`]: liveness, no dependencies touched |
 //! | `GET /health/ready` | [`ready`]: key-value store, database and message backend (answering, and the events channel subscribed); 503 naming what is down |
 //! | `POST /maintenance/run`, `GET /maintenance/run?token=` | [`maintenance::run`]: drains the event outbox and sweeps expired state; bearer `maintenance_token` (or `token` in the query, for a platform cron that sends no headers), for a scheduler |
+//! | any other path (the `/...` catch-all route in `spin.toml`) | the app's JSON `route_not_found` 404 (or 405), so an unknown path gets the same answer under `spin up`, the edge and `runtime-host` |
 
 pub mod exposition;
 mod maintenance;

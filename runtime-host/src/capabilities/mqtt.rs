@@ -115,6 +115,30 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
 
 // ---- fermyon:spin/mqtt@2.0.0 ---------------------------------------------------
 
+/// A version's error from [`MqttError`], and its `qos` as rumqttc's (the
+/// versions have the same cases under other type names).
+macro_rules! mqtt_conversions {
+    ($v:ident, $qos:ident) => {
+        impl From<MqttError> for $v::mqtt::Error {
+            fn from(e: MqttError) -> Self {
+                match e {
+                    MqttError::InvalidAddress => Self::InvalidAddress,
+                    MqttError::ConnectionFailed(m) => Self::ConnectionFailed(m),
+                    MqttError::Other(m) => Self::Other(m),
+                }
+            }
+        }
+
+        fn $qos(q: $v::mqtt::Qos) -> QoS {
+            match q {
+                $v::mqtt::Qos::AtMostOnce => QoS::AtMostOnce,
+                $v::mqtt::Qos::AtLeastOnce => QoS::AtLeastOnce,
+                $v::mqtt::Qos::ExactlyOnce => QoS::ExactlyOnce,
+            }
+        }
+    };
+}
+
 mod v2 {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -129,21 +153,27 @@ mod v2 {
     pub use fermyon::spin2_0_0::mqtt;
 }
 
-impl From<MqttError> for v2::mqtt::Error {
-    fn from(e: MqttError) -> Self {
-        match e {
-            MqttError::InvalidAddress => Self::InvalidAddress,
-            MqttError::ConnectionFailed(m) => Self::ConnectionFailed(m),
-            MqttError::Other(m) => Self::Other(m),
-        }
-    }
-}
+mqtt_conversions!(v2, qos_v2);
 
-fn qos_v2(q: v2::mqtt::Qos) -> QoS {
-    match q {
-        v2::mqtt::Qos::AtMostOnce => QoS::AtMostOnce,
-        v2::mqtt::Qos::AtLeastOnce => QoS::AtLeastOnce,
-        v2::mqtt::Qos::ExactlyOnce => QoS::ExactlyOnce,
+impl HostState {
+    /// Opens an MQTT connection for this component (any version's error).
+    fn mqtt_open<E: From<MqttError>>(
+        &mut self,
+        address: &str,
+        username: String,
+        password: String,
+        keep_alive_interval_in_secs: u64,
+    ) -> WResult<Result<Resource<MqttHandle>, E>> {
+        match MqttConnection::open(
+            &self.component,
+            address,
+            username,
+            password,
+            keep_alive_interval_in_secs,
+        ) {
+            Ok(c) => Ok(Ok(self.table.push(MqttHandle(Arc::new(c)))?)),
+            Err(e) => Ok(Err(e.into())),
+        }
     }
 }
 
@@ -157,16 +187,7 @@ impl v2::mqtt::HostConnection for HostState {
         password: String,
         keep_alive_interval_in_secs: u64,
     ) -> WResult<Result<Resource<MqttHandle>, v2::mqtt::Error>> {
-        match MqttConnection::open(
-            &self.component,
-            &address,
-            username,
-            password,
-            keep_alive_interval_in_secs,
-        ) {
-            Ok(c) => Ok(Ok(self.table.push(MqttHandle(Arc::new(c)))?)),
-            Err(e) => Ok(Err(e.into())),
-        }
+        self.mqtt_open(&address, username, password, keep_alive_interval_in_secs)
     }
 
     async fn publish(
@@ -205,23 +226,7 @@ mod v3 {
     pub use spin::mqtt::mqtt;
 }
 
-impl From<MqttError> for v3::mqtt::Error {
-    fn from(e: MqttError) -> Self {
-        match e {
-            MqttError::InvalidAddress => Self::InvalidAddress,
-            MqttError::ConnectionFailed(m) => Self::ConnectionFailed(m),
-            MqttError::Other(m) => Self::Other(m),
-        }
-    }
-}
-
-fn qos_v3(q: v3::mqtt::Qos) -> QoS {
-    match q {
-        v3::mqtt::Qos::AtMostOnce => QoS::AtMostOnce,
-        v3::mqtt::Qos::AtLeastOnce => QoS::AtLeastOnce,
-        v3::mqtt::Qos::ExactlyOnce => QoS::ExactlyOnce,
-    }
-}
+mqtt_conversions!(v3, qos_v3);
 
 impl v3::mqtt::Host for HostState {}
 
@@ -241,17 +246,8 @@ impl v3::mqtt::HostConnectionWithStore<HostState> for P3Capabilities {
         keep_alive_interval_in_secs: u64,
     ) -> WResult<Result<Resource<MqttHandle>, v3::mqtt::Error>> {
         acc.with(|mut a| {
-            let s = a.get();
-            match MqttConnection::open(
-                &s.component,
-                &address,
-                username,
-                password,
-                keep_alive_interval_in_secs,
-            ) {
-                Ok(c) => Ok(Ok(s.table.push(MqttHandle(Arc::new(c)))?)),
-                Err(e) => Ok(Err(e.into())),
-            }
+            a.get()
+                .mqtt_open(&address, username, password, keep_alive_interval_in_secs)
         })
     }
 

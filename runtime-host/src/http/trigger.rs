@@ -6,14 +6,13 @@
 //! [`super::instances`].
 
 use super::headers::{add_spin_headers, set_absolute_uri, strip_forbidden_headers};
+use super::host_response::{host_error, host_error_with_id, new_correlation_id, text_response};
 pub use super::instances::HttpKind;
 use super::instances::{ComponentHandlerState, InstancePolicy};
 use super::router::{RouteMatch, Router};
 use crate::platform::bodies::BodyLimit;
 use crate::state::{AppContext, ComponentContext, HostState};
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,13 +141,7 @@ impl HttpTrigger {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost")
             .to_string();
-        let full_url = format!(
-            "http://{host}{}",
-            req.uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/")
-        );
+        let full_url = full_url(&host, req.uri());
         add_spin_headers(req.headers_mut(), &route, &full_url, &client.to_string());
         set_absolute_uri(&mut req, &host);
         let method = req.method().clone();
@@ -179,13 +172,7 @@ impl HttpTrigger {
         }
         req.headers_mut().remove(http::header::HOST);
         let path = req.uri().path().to_string();
-        let full_url = format!(
-            "http://localhost{}",
-            req.uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/")
-        );
+        let full_url = full_url("localhost", req.uri());
         let route = RouteMatch::chained(component, &path);
         add_spin_headers(req.headers_mut(), &route, &full_url, "0.0.0.0:0");
         // The callee sees `spin-component-route: ""`, as under Spin.
@@ -217,78 +204,19 @@ impl HttpTrigger {
             Err(e) => {
                 let correlation = new_correlation_id();
                 tracing::error!(component, correlation_id = %correlation, "component failed: {e:?}");
-                let mut r = host_error(
+                host_error_with_id(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal_error",
                     "the component failed while handling this request",
-                );
-                if let Ok(v) = HeaderValue::from_str(&correlation) {
-                    r.headers_mut().insert("x-correlation-id", v);
-                }
-                r
+                    &correlation,
+                )
             }
         }
     }
 }
 
-pub fn new_correlation_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    format!("{:016x}", h.finish())
-}
-
-fn text_response(status: StatusCode, body: &'static str) -> Response<WasiBody> {
-    let mut r = Response::new(
-        Full::new(Bytes::from_static(body.as_bytes()))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *r.status_mut() = status;
-    r
-}
-
-/// A response made by the host itself, in the app's error shape.
-pub fn host_error(status: StatusCode, code: &str, message: &str) -> Response<WasiBody> {
-    let correlation = new_correlation_id();
-    let body = serde_json::json!({
-        "error": { "code": code, "message": message, "details": [] },
-        "correlationId": correlation,
-    });
-    let mut r = Response::new(
-        Full::new(Bytes::from(body.to_string()))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&correlation) {
-        h.insert("x-correlation-id", v);
-    }
-    // The same security headers the app's own responses carry.
-    for (name, value) in [
-        (
-            "strict-transport-security",
-            "max-age=31536000; includeSubDomains",
-        ),
-        ("x-content-type-options", "nosniff"),
-        ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
-        (
-            "content-security-policy",
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
-    ] {
-        h.insert(name, HeaderValue::from_static(value));
-    }
-    r
+/// `http://<host><path and query>`, the `spin-full-url` of a request.
+fn full_url(host: &str, uri: &http::Uri) -> String {
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    format!("http://{host}{pq}")
 }

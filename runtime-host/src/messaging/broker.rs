@@ -234,6 +234,16 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// The host's own dead-letter count: the rows of its `dead_letters`
+    /// table, in the host's state dir (never in the app's stores).
+    pub fn dead_letter_count(&self) -> Result<i64> {
+        Ok(self
+            .lock()?
+            .query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?)
+    }
+}
+
 /// Reads the dead letters of a state dir (for `runtime-host dead-letters`).
 pub fn read_dead_letters(path: &Path) -> Result<Vec<DeadLetter>> {
     let conn = open_db(path)?;

@@ -190,7 +190,7 @@ async fn deliver(trigger: &RedisTrigger, broker: &Broker, d: &Delivery) {
         Err(error) => match broker.fail(d, &error) {
             Ok(true) => {
                 tracing::error!(component = %d.component, channel = %d.channel, attempts = d.attempts + 1, %error, "message dead-lettered");
-                count_dead_letter(handler).await;
+                count_dead_letter(handler, broker).await;
             }
             Ok(false) => {
                 tracing::warn!(component = %d.component, channel = %d.channel, attempt = d.attempts + 1, %error, "message handler failed; will retry")
@@ -200,9 +200,20 @@ async fn deliver(trigger: &RedisTrigger, broker: &Broker, d: &Delivery) {
     }
 }
 
-/// Counts dead letters where the app's metrics can see them: the
-/// `dead_letters_total` counter in the `default` key-value store.
-async fn count_dead_letter(handler: &MessageHandler) {
+/// Counts a dead letter. The host's count is its own: the `dead_letters`
+/// table of its state dir (listed by `runtime-host dead-letters`), reported as
+/// `dead_letters_total` on this log line.
+///
+/// For the app's existing `/metrics` the count is also mirrored into
+/// `metrics:dead_letters_total` of the `default` store (black-box tests
+/// assert it there). That mirror is the one remaining place where the host
+/// writes an app key; see docs/architecture.md ("Host-made responses and
+/// host-owned state") for why it stays until those tests change.
+async fn count_dead_letter(handler: &MessageHandler, broker: &Broker) {
+    match broker.dead_letter_count() {
+        Ok(total) => tracing::info!(dead_letters_total = total, "host dead-letter count"),
+        Err(e) => tracing::warn!("cannot count dead letters: {e:#}"),
+    }
     if let Ok(store) = handler
         .app
         .key_value
@@ -307,7 +318,7 @@ async fn handle_with_retries(
                 if let Err(e) = broker.dead_letter(channel, component, &payload, &error, attempt) {
                     tracing::error!("cannot record a dead letter: {e:#}");
                 }
-                count_dead_letter(handler).await;
+                count_dead_letter(handler, broker).await;
                 return;
             }
             Err(error) => {

@@ -16,7 +16,7 @@
 //! A refused request body is read on and thrown away (bounded) so that a
 //! client still sending gets the 413 rather than a reset connection.
 
-use crate::http::trigger::host_error;
+use crate::http::host_response::host_error;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -85,15 +85,8 @@ impl BodyLimit {
             drain(req.into_body());
             return Err(request_too_large(max));
         }
-        let req = req.map(|inner| {
-            CountedRequest {
-                inner: Some(inner),
-                seen: 0,
-                max,
-                tripwire: tripwire.clone(),
-            }
-            .boxed_unsync()
-        });
+        let req = req
+            .map(|inner| Bounded::new(inner, max, Over::Request(tripwire.clone())).boxed_unsync());
         Ok((req, tripwire))
     }
 
@@ -127,16 +120,7 @@ impl BodyLimit {
             );
         }
         let component = component.to_string();
-        response.map(|inner| {
-            CappedResponse {
-                inner,
-                sent: 0,
-                max,
-                component,
-                cut: false,
-            }
-            .boxed_unsync()
-        })
+        response.map(|inner| Bounded::new(inner, max, Over::Response { component }).boxed_unsync())
     }
 }
 
@@ -170,16 +154,62 @@ fn drain(mut body: WasiBody) {
     });
 }
 
-/// A request body that fails once more than `max` bytes came through.
-struct CountedRequest {
-    /// `None` once over the limit (the rest is being drained).
+/// What a [`Bounded`] body does once more than its limit came through.
+enum Over {
+    /// A request body: trip the request's tripwire (the host answers 413),
+    /// drain what is left in the background, and fail the guest's read.
+    Request(Tripwire),
+    /// A response body: log it and end the body in an error (the client sees
+    /// a cut-off response; its head is already sent).
+    Response { component: String },
+}
+
+/// A body that fails once more than `max` bytes came through it.
+struct Bounded {
+    /// `None` once a request body went over (the rest is being drained).
     inner: Option<WasiBody>,
     seen: u64,
     max: u64,
-    tripwire: Tripwire,
+    over: Over,
+    /// Over the limit: the body has ended.
+    done: bool,
 }
 
-impl Body for CountedRequest {
+impl Bounded {
+    fn new(inner: WasiBody, max: u64, over: Over) -> Self {
+        Bounded {
+            inner: Some(inner),
+            seen: 0,
+            max,
+            over,
+            done: false,
+        }
+    }
+
+    /// The error that ends the body, after doing what `over` says.
+    fn went_over(&mut self) -> HttpError {
+        self.done = true;
+        match &self.over {
+            Over::Request(tripwire) => {
+                tripwire.trip();
+                if let Some(rest) = self.inner.take() {
+                    drain(rest);
+                }
+                HttpError::HttpRequestBodySize(Some(self.seen))
+            }
+            Over::Response { component } => {
+                tracing::error!(
+                    "component `{component}`: response body cut off: over the edge platform's limit of {} MiB ({} bytes)",
+                    self.max >> 20,
+                    self.max
+                );
+                HttpError::HttpResponseBodySize(Some(self.seen))
+            }
+        }
+    }
+}
+
+impl Body for Bounded {
     type Data = Bytes;
     type Error = HttpError;
 
@@ -188,77 +218,27 @@ impl Body for CountedRequest {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
+        let Some(inner) = this.inner.as_mut().filter(|_| !this.done) else {
             return Poll::Ready(None);
         };
         let frame = ready!(Pin::new(inner).poll_frame(cx));
         if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
             this.seen += data.len() as u64;
             if this.seen > this.max {
-                this.tripwire.trip();
-                if let Some(rest) = this.inner.take() {
-                    drain(rest);
-                }
-                return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(this.seen)))));
+                return Poll::Ready(Some(Err(this.went_over())));
             }
         }
         Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.done || self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
-    }
-}
-
-/// A response body that ends in an error once it would pass `max` bytes.
-struct CappedResponse {
-    inner: WasiBody,
-    sent: u64,
-    max: u64,
-    component: String,
-    cut: bool,
-}
-
-impl Body for CappedResponse {
-    type Data = Bytes;
-    type Error = HttpError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
-        let this = &mut *self;
-        if this.cut {
-            return Poll::Ready(None);
+        match &self.inner {
+            Some(b) if !self.done => b.size_hint(),
+            _ => SizeHint::with_exact(0),
         }
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
-            this.sent += data.len() as u64;
-            if this.sent > this.max {
-                this.cut = true;
-                tracing::error!(
-                    "component `{}`: response body cut off: over the edge platform's limit of {} MiB ({} bytes)",
-                    this.component,
-                    this.max >> 20,
-                    this.max
-                );
-                return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(this.sent)))));
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.cut || self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -10,11 +10,13 @@
 
 use super::budget::{report, Access, Budget};
 use super::EdgeLimits;
-use crate::capabilities::key_value::{KeyValueStore, KvError, KvResult, OpenHook};
+use crate::capabilities::key_value::{
+    Call, Gate, Gated, KeyValueStore, KvError, KvResult, OpenHook,
+};
 use async_trait::async_trait;
 use std::sync::Arc;
 
-/// Wraps each store a component opens in an [`EdgeStore`].
+/// Wraps each store a component opens in an [`EdgeStore`] gate.
 pub struct EdgeHook {
     budget: Arc<Budget>,
 }
@@ -27,16 +29,17 @@ impl EdgeHook {
 
 impl OpenHook for EdgeHook {
     fn wrap(&self, component: &str, store: Arc<dyn KeyValueStore>) -> Arc<dyn KeyValueStore> {
-        Arc::new(EdgeStore {
-            inner: store,
-            component: Arc::from(component),
-            budget: self.budget.clone(),
-        })
+        Gated::wrap(
+            store,
+            EdgeStore {
+                component: Arc::from(component),
+                budget: self.budget.clone(),
+            },
+        )
     }
 }
 
 struct EdgeStore {
-    inner: Arc<dyn KeyValueStore>,
     component: Arc<str>,
     budget: Arc<Budget>,
 }
@@ -74,63 +77,28 @@ impl EdgeStore {
 }
 
 #[async_trait]
-impl KeyValueStore for EdgeStore {
-    async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
-        check_key(key)?;
-        self.count(Access::Read, 1);
-        self.inner.get(key).await
-    }
-    async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
-        check_value(key, value)?;
-        self.count(Access::Write, 1);
-        self.inner.set(key, value).await
-    }
-    async fn delete(&self, key: &str) -> KvResult<()> {
-        check_key(key)?;
-        self.count(Access::Write, 1);
-        self.inner.delete(key).await
-    }
-    async fn exists(&self, key: &str) -> KvResult<bool> {
-        check_key(key)?;
-        self.count(Access::Read, 1);
-        self.inner.exists(key).await
-    }
-    async fn get_keys(&self) -> KvResult<Vec<String>> {
-        self.count(Access::Read, 1);
-        self.inner.get_keys().await
-    }
-    async fn get_many(&self, keys: Vec<String>) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
-        keys.iter().try_for_each(|k| check_key(k))?;
-        self.count(Access::Read, keys.len());
-        self.inner.get_many(keys).await
-    }
-    async fn set_many(&self, entries: Vec<(String, Vec<u8>)>) -> KvResult<()> {
-        entries.iter().try_for_each(|(k, v)| check_value(k, v))?;
-        self.count(Access::Write, entries.len());
-        self.inner.set_many(entries).await
-    }
-    async fn delete_many(&self, keys: Vec<String>) -> KvResult<()> {
-        keys.iter().try_for_each(|k| check_key(k))?;
-        self.count(Access::Write, keys.len());
-        self.inner.delete_many(keys).await
-    }
-    async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
-        check_key(key)?;
-        self.count(Access::Write, 1);
-        self.inner.increment(key, delta).await
-    }
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: &[u8],
-    ) -> KvResult<bool> {
-        check_value(key, new)?;
-        self.count(Access::Write, 1);
-        self.inner.compare_and_swap(key, expected, new).await
-    }
-    fn flush(&self) {
-        self.inner.flush();
+impl Gate for EdgeStore {
+    async fn before(&self, call: Call<'_>) -> KvResult<()> {
+        let check_keys = |keys: &[String]| keys.iter().try_for_each(|k| check_key(k));
+        let (access, n) = match call {
+            Call::Get(key) | Call::Exists(key) => (Access::Read, check_key(key).map(|()| 1)),
+            Call::Delete(key) | Call::Increment(key) => (Access::Write, check_key(key).map(|()| 1)),
+            Call::Set(key, value) | Call::CompareAndSwap(key, value) => {
+                (Access::Write, check_value(key, value).map(|()| 1))
+            }
+            Call::GetKeys => (Access::Read, Ok(1)),
+            Call::GetMany(keys) => (Access::Read, check_keys(keys).map(|()| keys.len())),
+            Call::DeleteMany(keys) => (Access::Write, check_keys(keys).map(|()| keys.len())),
+            Call::SetMany(entries) => (
+                Access::Write,
+                entries
+                    .iter()
+                    .try_for_each(|(k, v)| check_value(k, v))
+                    .map(|()| entries.len()),
+            ),
+        };
+        self.count(access, n?);
+        Ok(())
     }
 }
 

@@ -34,22 +34,78 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     Ok(())
 }
 
-// ---- fermyon:spin/key-value@2.0.0 -----------------------------------------
-
-impl From<KvError> for spin_kv::Error {
-    fn from(e: KvError) -> Self {
-        match e {
-            KvError::NoSuchStore => Self::NoSuchStore,
-            KvError::AccessDenied => Self::AccessDenied,
-            KvError::Other(m) => Self::Other(m),
+/// `From<KvError>` for a version's error type (they all have the same cases).
+macro_rules! error_from_kv {
+    ($($error:ty),*) => {$(
+        impl From<KvError> for $error {
+            fn from(e: KvError) -> Self {
+                match e {
+                    KvError::NoSuchStore => Self::NoSuchStore,
+                    KvError::AccessDenied => Self::AccessDenied,
+                    KvError::Other(m) => Self::Other(m),
+                }
+            }
         }
-    }
+    )*};
+}
+
+error_from_kv!(spin_kv::Error, wasi_store::Error, kv3::Error);
+
+/// The store methods the synchronous (p2) interfaces share: their generated
+/// traits differ only in the error type, so one body serves both.
+macro_rules! p2_store_methods {
+    ($error:ty) => {
+        async fn get(
+            &mut self,
+            this: Resource<KvHandle>,
+            key: String,
+        ) -> WResult<Result<Option<Vec<u8>>, $error>> {
+            let s = self.kv(&this)?;
+            Ok(s.get(&key).await.map_err(Into::into))
+        }
+
+        async fn set(
+            &mut self,
+            this: Resource<KvHandle>,
+            key: String,
+            value: Vec<u8>,
+        ) -> WResult<Result<(), $error>> {
+            let s = self.kv(&this)?;
+            Ok(s.set(&key, &value).await.map_err(Into::into))
+        }
+
+        async fn delete(
+            &mut self,
+            this: Resource<KvHandle>,
+            key: String,
+        ) -> WResult<Result<(), $error>> {
+            let s = self.kv(&this)?;
+            Ok(s.delete(&key).await.map_err(Into::into))
+        }
+
+        async fn exists(
+            &mut self,
+            this: Resource<KvHandle>,
+            key: String,
+        ) -> WResult<Result<bool, $error>> {
+            let s = self.kv(&this)?;
+            Ok(s.exists(&key).await.map_err(Into::into))
+        }
+
+        async fn drop(&mut self, this: Resource<KvHandle>) -> WResult<()> {
+            self.table.delete(this)?;
+            Ok(())
+        }
+    };
 }
 
 impl HostState {
-    fn open_kv(&mut self, label: &str) -> Result<KvHandle, KvError> {
-        let store = self.app.key_value.open_for(&self.component, label)?;
-        Ok(KvHandle(store))
+    /// Opens `label` for this component and puts the handle in the table.
+    fn open_kv<E: From<KvError>>(&mut self, label: &str) -> WResult<Result<Resource<KvHandle>, E>> {
+        match self.app.key_value.open_for(&self.component, label) {
+            Ok(store) => Ok(Ok(self.table.push(KvHandle(store))?)),
+            Err(e) => Ok(Err(e.into())),
+        }
     }
 
     fn kv(&self, handle: &Resource<KvHandle>) -> WResult<Arc<dyn KeyValueStore>> {
@@ -57,52 +113,16 @@ impl HostState {
     }
 }
 
+// ---- fermyon:spin/key-value@2.0.0 -----------------------------------------
+
 impl spin_kv::Host for HostState {}
 
 impl spin_kv::HostStore for HostState {
     async fn open(&mut self, label: String) -> WResult<Result<Resource<KvHandle>, spin_kv::Error>> {
-        match self.open_kv(&label) {
-            Ok(h) => Ok(Ok(self.table.push(h)?)),
-            Err(e) => Ok(Err(e.into())),
-        }
+        self.open_kv(&label)
     }
 
-    async fn get(
-        &mut self,
-        this: Resource<KvHandle>,
-        key: String,
-    ) -> WResult<Result<Option<Vec<u8>>, spin_kv::Error>> {
-        let s = self.kv(&this)?;
-        Ok(s.get(&key).await.map_err(Into::into))
-    }
-
-    async fn set(
-        &mut self,
-        this: Resource<KvHandle>,
-        key: String,
-        value: Vec<u8>,
-    ) -> WResult<Result<(), spin_kv::Error>> {
-        let s = self.kv(&this)?;
-        Ok(s.set(&key, &value).await.map_err(Into::into))
-    }
-
-    async fn delete(
-        &mut self,
-        this: Resource<KvHandle>,
-        key: String,
-    ) -> WResult<Result<(), spin_kv::Error>> {
-        let s = self.kv(&this)?;
-        Ok(s.delete(&key).await.map_err(Into::into))
-    }
-
-    async fn exists(
-        &mut self,
-        this: Resource<KvHandle>,
-        key: String,
-    ) -> WResult<Result<bool, spin_kv::Error>> {
-        let s = self.kv(&this)?;
-        Ok(s.exists(&key).await.map_err(Into::into))
-    }
+    p2_store_methods!(spin_kv::Error);
 
     async fn get_keys(
         &mut self,
@@ -111,74 +131,21 @@ impl spin_kv::HostStore for HostState {
         let s = self.kv(&this)?;
         Ok(s.get_keys().await.map_err(Into::into))
     }
-
-    async fn drop(&mut self, this: Resource<KvHandle>) -> WResult<()> {
-        self.table.delete(this)?;
-        Ok(())
-    }
 }
 
 // ---- wasi:keyvalue@0.2.0-draft2 --------------------------------------------
-
-impl From<KvError> for wasi_store::Error {
-    fn from(e: KvError) -> Self {
-        match e {
-            KvError::NoSuchStore => Self::NoSuchStore,
-            KvError::AccessDenied => Self::AccessDenied,
-            KvError::Other(m) => Self::Other(m),
-        }
-    }
-}
 
 impl wasi_store::Host for HostState {
     async fn open(
         &mut self,
         identifier: String,
     ) -> WResult<Result<Resource<KvHandle>, wasi_store::Error>> {
-        match self.open_kv(&identifier) {
-            Ok(h) => Ok(Ok(self.table.push(h)?)),
-            Err(e) => Ok(Err(e.into())),
-        }
+        self.open_kv(&identifier)
     }
 }
 
 impl wasi_store::HostBucket for HostState {
-    async fn get(
-        &mut self,
-        this: Resource<KvHandle>,
-        key: String,
-    ) -> WResult<Result<Option<Vec<u8>>, wasi_store::Error>> {
-        let s = self.kv(&this)?;
-        Ok(s.get(&key).await.map_err(Into::into))
-    }
-
-    async fn set(
-        &mut self,
-        this: Resource<KvHandle>,
-        key: String,
-        value: Vec<u8>,
-    ) -> WResult<Result<(), wasi_store::Error>> {
-        let s = self.kv(&this)?;
-        Ok(s.set(&key, &value).await.map_err(Into::into))
-    }
-
-    async fn delete(
-        &mut self,
-        this: Resource<KvHandle>,
-        key: String,
-    ) -> WResult<Result<(), wasi_store::Error>> {
-        let s = self.kv(&this)?;
-        Ok(s.delete(&key).await.map_err(Into::into))
-    }
-
-    async fn exists(
-        &mut self,
-        this: Resource<KvHandle>,
-        key: String,
-    ) -> WResult<Result<bool, wasi_store::Error>> {
-        let s = self.kv(&this)?;
-        Ok(s.exists(&key).await.map_err(Into::into))
-    }
+    p2_store_methods!(wasi_store::Error);
 
     /// All keys in one page (`cursor` is always `none`), as Spin does.
     async fn list_keys(
@@ -191,11 +158,6 @@ impl wasi_store::HostBucket for HostState {
             .await
             .map(|keys| wasi_store::KeyResponse { keys, cursor: None })
             .map_err(Into::into))
-    }
-
-    async fn drop(&mut self, this: Resource<KvHandle>) -> WResult<()> {
-        self.table.delete(this)?;
-        Ok(())
     }
 }
 
@@ -300,16 +262,6 @@ impl wasi_batch::Host for HostState {
 }
 
 // ---- spin:key-value@3.0.0 ---------------------------------------------------
-
-impl From<KvError> for kv3::Error {
-    fn from(e: KvError) -> Self {
-        match e {
-            KvError::NoSuchStore => Self::NoSuchStore,
-            KvError::AccessDenied => Self::AccessDenied,
-            KvError::Other(m) => Self::Other(m),
-        }
-    }
-}
 
 fn store_of(acc: &Acc, handle: &Resource<KvHandle>) -> WResult<Arc<dyn KeyValueStore>> {
     acc.with(|mut a| Ok(a.get().table.get(handle)?.0.clone()))

@@ -23,11 +23,13 @@
 //! platform's budget, [`crate::platform`]).
 
 mod faulty;
+mod gated;
 pub mod guest;
 mod redis_store;
 mod sqlite_store;
 
 pub use faulty::FaultyStore;
+pub use gated::{Call, Gate, Gated};
 pub use redis_store::RedisKeyValue;
 pub use sqlite_store::{open_database, SqliteKeyValue};
 

@@ -23,13 +23,17 @@
 //! type does in `tokio-postgres` (an `int64` fits `int8` only, as in Spin),
 //! except `db-null`, which fits any column.
 
-use super::v4::{self, DbDataType, DbValue, ParameterValue, RangeBoundKind};
-use anyhow::{anyhow, Context as _};
-use bytes::{Buf, BufMut, BytesMut};
-use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
+use super::v4::{self, DbDataType, DbValue, ParameterValue};
+use anyhow::Context as _;
+use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::Row;
 
-type BoxError = Box<dyn std::error::Error + Sync + Send>;
+mod temporal;
+mod wire;
+
+pub use temporal::*;
+use wire::Raw;
+pub use wire::{Decimal, Interval, Null};
 
 /// The WIT type of a column of PostgreSQL type `ty`.
 pub fn data_type(ty: &Type) -> DbDataType {
@@ -178,242 +182,12 @@ fn decimal(text: &str) -> anyhow::Result<rust_decimal::Decimal> {
     rust_decimal::Decimal::from_str_exact(text).with_context(|| format!("invalid decimal {text}"))
 }
 
-// ---- dates and times ------------------------------------------------------------
-
-pub type WitDatetime = (i32, u8, u8, u8, u8, u8, u32);
-
-pub fn datetime_to_wit(v: chrono::NaiveDateTime) -> anyhow::Result<WitDatetime> {
-    use chrono::{Datelike, Timelike};
-    Ok((
-        v.year(),
-        v.month().try_into()?,
-        v.day().try_into()?,
-        v.hour().try_into()?,
-        v.minute().try_into()?,
-        v.second().try_into()?,
-        v.nanosecond(),
-    ))
-}
-
-pub fn datetime_from_wit(
-    (y, mo, d, h, mi, s, ns): WitDatetime,
-) -> anyhow::Result<chrono::NaiveDateTime> {
-    Ok(chrono::NaiveDateTime::new(
-        date_from_wit((y, mo, d))?,
-        time_from_wit((h, mi, s, ns))?,
-    ))
-}
-
-pub fn date_to_wit(v: chrono::NaiveDate) -> anyhow::Result<(i32, u8, u8)> {
-    use chrono::Datelike;
-    Ok((v.year(), v.month().try_into()?, v.day().try_into()?))
-}
-
-pub fn date_from_wit((y, m, d): (i32, u8, u8)) -> anyhow::Result<chrono::NaiveDate> {
-    chrono::NaiveDate::from_ymd_opt(y, m.into(), d.into())
-        .ok_or_else(|| anyhow!("invalid date y={y}, m={m}, d={d}"))
-}
-
-pub fn time_to_wit(v: chrono::NaiveTime) -> anyhow::Result<(u8, u8, u8, u32)> {
-    use chrono::Timelike;
-    Ok((
-        v.hour().try_into()?,
-        v.minute().try_into()?,
-        v.second().try_into()?,
-        v.nanosecond(),
-    ))
-}
-
-pub fn time_from_wit((h, m, s, ns): (u8, u8, u8, u32)) -> anyhow::Result<chrono::NaiveTime> {
-    chrono::NaiveTime::from_hms_nano_opt(h.into(), m.into(), s.into(), ns)
-        .ok_or_else(|| anyhow!("invalid time {h}:{m}:{s}.{ns}"))
-}
-
-/// A `timestamp` parameter: seconds since the Unix epoch (a `timestamptz`).
-pub fn timestamp_from_wit(secs: i64) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .ok_or_else(|| anyhow!("invalid epoch timestamp {secs}"))
-}
-
-// ---- ranges -------------------------------------------------------------------------
-
-pub type WitRange<T> = (Option<(T, RangeBoundKind)>, Option<(T, RangeBoundKind)>);
-
-fn bound_kind(t: postgres_range::BoundType) -> RangeBoundKind {
-    match t {
-        postgres_range::BoundType::Inclusive => RangeBoundKind::Inclusive,
-        postgres_range::BoundType::Exclusive => RangeBoundKind::Exclusive,
-    }
-}
-
-fn bound_type(k: RangeBoundKind) -> postgres_range::BoundType {
-    match k {
-        RangeBoundKind::Inclusive => postgres_range::BoundType::Inclusive,
-        RangeBoundKind::Exclusive => postgres_range::BoundType::Exclusive,
-    }
-}
-
-fn wit_bound<S: postgres_range::BoundSided, T, U>(
-    b: &postgres_range::RangeBound<S, T>,
-    f: impl Fn(&T) -> U,
-) -> (U, RangeBoundKind) {
-    (f(&b.value), bound_kind(b.type_))
-}
-
-pub fn range_to_wit<T: Copy + postgres_range::Normalizable + PartialOrd>(
-    r: postgres_range::Range<T>,
-) -> WitRange<T> {
-    (
-        r.lower().map(|b| wit_bound(b, |v| *v)),
-        r.upper().map(|b| wit_bound(b, |v| *v)),
-    )
-}
-
-/// Discrete ranges are normalised by PostgreSQL (`[1,3]` reads back as
-/// `[1,4)`); an empty range has no bounds.
-pub fn range_from_wit<T: postgres_range::Normalizable + PartialOrd>(
-    (lo, hi): WitRange<T>,
-) -> postgres_range::Range<T> {
-    postgres_range::Range::new(
-        lo.map(|(v, k)| postgres_range::RangeBound::new(v, bound_type(k))),
-        hi.map(|(v, k)| postgres_range::RangeBound::new(v, bound_type(k))),
-    )
-}
-
-pub fn decimal_range_to_wit(r: postgres_range::Range<Decimal>) -> WitRange<String> {
-    (
-        r.lower().map(|b| wit_bound(b, |d| d.0.to_string())),
-        r.upper().map(|b| wit_bound(b, |d| d.0.to_string())),
-    )
-}
-
-pub fn decimal_range_from_wit(
-    (lo, hi): &WitRange<String>,
-) -> anyhow::Result<postgres_range::Range<Decimal>> {
-    fn bound<S: postgres_range::BoundSided>(
-        (v, k): &(String, RangeBoundKind),
-    ) -> anyhow::Result<postgres_range::RangeBound<S, Decimal>> {
-        Ok(postgres_range::RangeBound::new(
-            Decimal(decimal(v)?),
-            bound_type(*k),
-        ))
-    }
-    Ok(postgres_range::Range::new(
-        lo.as_ref().map(bound).transpose()?,
-        hi.as_ref().map(bound).transpose()?,
-    ))
-}
-
-/// A `numeric` that can be a range bound (continuous: never normalised).
-#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
-pub struct Decimal(pub rust_decimal::Decimal);
-
-impl postgres_range::Normalizable for Decimal {
-    fn normalize<S: postgres_range::BoundSided>(
-        bound: postgres_range::RangeBound<S, Self>,
-    ) -> postgres_range::RangeBound<S, Self> {
-        bound
-    }
-}
-
-impl ToSql for Decimal {
-    tokio_postgres::types::to_sql_checked!();
-
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        self.0.to_sql(ty, out)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        <rust_decimal::Decimal as ToSql>::accepts(ty)
-    }
-}
-
-impl FromSql<'_> for Decimal {
-    fn from_sql(ty: &Type, raw: &[u8]) -> Result<Self, BoxError> {
-        rust_decimal::Decimal::from_sql(ty, raw).map(Decimal)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        <rust_decimal::Decimal as FromSql>::accepts(ty)
-    }
-}
-
-// ---- interval, NULL, anything else ---------------------------------------------------
-
-/// `interval` in PostgreSQL's binary form: microseconds, days, months.
-#[derive(Debug, Clone, Copy)]
-pub struct Interval(pub v4::Interval);
-
-impl ToSql for Interval {
-    tokio_postgres::types::to_sql_checked!();
-
-    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        out.put_i64(self.0.micros);
-        out.put_i32(self.0.days);
-        out.put_i32(self.0.months);
-        Ok(IsNull::No)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::INTERVAL
-    }
-}
-
-impl FromSql<'_> for Interval {
-    fn from_sql(_ty: &Type, mut raw: &[u8]) -> Result<Self, BoxError> {
-        if raw.len() != 16 {
-            return Err("unexpected binary format for PostgreSQL interval".into());
-        }
-        let micros = raw.get_i64();
-        let days = raw.get_i32();
-        let months = raw.get_i32();
-        Ok(Interval(v4::Interval {
-            micros,
-            days,
-            months,
-        }))
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::INTERVAL
-    }
-}
-
-/// SQL NULL for a parameter of any type. (`Option::<T>::None` would still
-/// be checked against the column's type.)
-#[derive(Debug)]
-pub struct Null;
-
-impl ToSql for Null {
-    fn to_sql(&self, _ty: &Type, _out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        Ok(IsNull::Yes)
-    }
-
-    fn accepts(_ty: &Type) -> bool {
-        true
-    }
-
-    fn to_sql_checked(&self, _ty: &Type, _out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        Ok(IsNull::Yes)
-    }
-}
-
-/// A value of a type with no WIT mapping: its raw binary form.
-struct Raw(Vec<u8>);
-
-impl FromSql<'_> for Raw {
-    fn from_sql(_ty: &Type, raw: &[u8]) -> Result<Self, BoxError> {
-        Ok(Raw(raw.to_vec()))
-    }
-
-    fn accepts(_ty: &Type) -> bool {
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::v4::RangeBoundKind;
     use super::*;
+    use bytes::BytesMut;
+    use tokio_postgres::types::IsNull;
 
     #[test]
     fn column_types_map_as_in_spin() {

@@ -1,5 +1,10 @@
 //! Outbound Redis as guests see it: `fermyon:spin/redis@2.0.0` and
 //! `spin:redis/redis@3.0.0`, adapters onto [`super::RedisConnection`].
+//!
+//! The two versions have the same functions and types under other names;
+//! the p2 one takes the instance state, the p3 one the store's accessor (so
+//! a call waiting on Redis does not hold the store). One macro writes the
+//! adapters of both.
 
 use super::{Param, RedisConnection, RedisError, Reply};
 use crate::capabilities::bindings::p2::fermyon::spin2_0_0::redis as spin_redis;
@@ -19,16 +24,124 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     Ok(())
 }
 
-// ---- fermyon:spin/redis@2.0.0 -----------------------------------------------
-
-impl From<RedisError> for spin_redis::Error {
-    fn from(e: RedisError) -> Self {
-        match e {
-            RedisError::InvalidAddress => Self::InvalidAddress,
-            RedisError::TypeError => Self::TypeError,
-            RedisError::Other(m) => Self::Other(m),
+/// `From<RedisError>` for a version's error type.
+macro_rules! error_from_redis {
+    ($($error:ty),*) => {$(
+        impl From<RedisError> for $error {
+            fn from(e: RedisError) -> Self {
+                match e {
+                    RedisError::InvalidAddress => Self::InvalidAddress,
+                    RedisError::TypeError => Self::TypeError,
+                    RedisError::Other(m) => Self::Other(m),
+                }
+            }
         }
-    }
+    )*};
+}
+
+error_from_redis!(spin_redis::Error, redis3::Error);
+
+/// The connection functions of version `$v` (its bindings module): each
+/// takes the connection `$conn` (an expression of the handle `$this`, with
+/// the receiver `$recv`) and converts the result and error.
+macro_rules! redis_functions {
+    ($v:ident, ($($recv:tt)*), |$this:ident| $conn:expr) => {
+        async fn publish(
+            $($recv)*,
+            $this: Resource<RedisHandle>,
+            channel: String,
+            payload: Vec<u8>,
+        ) -> WResult<Result<(), $v::Error>> {
+            Ok($conn.publish(&channel, payload).await.map_err(Into::into))
+        }
+
+        async fn get(
+            $($recv)*,
+            $this: Resource<RedisHandle>,
+            key: String,
+        ) -> WResult<Result<Option<Vec<u8>>, $v::Error>> {
+            Ok($conn.get(&key).await.map_err(Into::into))
+        }
+
+        async fn set(
+            $($recv)*,
+            $this: Resource<RedisHandle>,
+            key: String,
+            value: Vec<u8>,
+        ) -> WResult<Result<(), $v::Error>> {
+            Ok($conn.set(&key, value).await.map_err(Into::into))
+        }
+
+        async fn incr(
+            $($recv)*,
+            $this: Resource<RedisHandle>,
+            key: String,
+        ) -> WResult<Result<i64, $v::Error>> {
+            Ok($conn.incr(&key).await.map_err(Into::into))
+        }
+
+        async fn del(
+            $($recv)*,
+            $this: Resource<RedisHandle>,
+            keys: Vec<String>,
+        ) -> WResult<Result<u32, $v::Error>> {
+            Ok($conn.del(keys).await.map_err(Into::into))
+        }
+
+        async fn sadd(
+            $($recv)*,
+            $this: Resource<RedisHandle>,
+            key: String,
+            values: Vec<String>,
+        ) -> WResult<Result<u32, $v::Error>> {
+            Ok($conn.sadd(&key, values).await.map_err(Into::into))
+        }
+
+        async fn smembers(
+            $($recv)*,
+            $this: Resource<RedisHandle>,
+            key: String,
+        ) -> WResult<Result<Vec<String>, $v::Error>> {
+            Ok($conn.smembers(&key).await.map_err(Into::into))
+        }
+
+        async fn srem(
+            $($recv)*,
+            $this: Resource<RedisHandle>,
+            key: String,
+            values: Vec<String>,
+        ) -> WResult<Result<u32, $v::Error>> {
+            Ok($conn.srem(&key, values).await.map_err(Into::into))
+        }
+
+        async fn execute(
+            $($recv)*,
+            $this: Resource<RedisHandle>,
+            command: String,
+            arguments: Vec<$v::RedisParameter>,
+        ) -> WResult<Result<Vec<$v::RedisResult>, $v::Error>> {
+            let args = arguments
+                .into_iter()
+                .map(|a| match a {
+                    $v::RedisParameter::Int64(i) => Param::Int64(i),
+                    $v::RedisParameter::Binary(b) => Param::Binary(b),
+                })
+                .collect();
+            let replies = match $conn.execute(&command, args).await {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e.into())),
+            };
+            Ok(Ok(replies
+                .into_iter()
+                .map(|r| match r {
+                    Reply::Nil => $v::RedisResult::Nil,
+                    Reply::Status(s) => $v::RedisResult::Status(s),
+                    Reply::Int64(i) => $v::RedisResult::Int64(i),
+                    Reply::Binary(b) => $v::RedisResult::Binary(b),
+                })
+                .collect()))
+        }
+    };
 }
 
 impl HostState {
@@ -46,6 +159,8 @@ impl HostState {
     }
 }
 
+// ---- fermyon:spin/redis@2.0.0 -----------------------------------------------
+
 impl spin_redis::Host for HostState {}
 
 impl spin_redis::HostConnection for HostState {
@@ -59,137 +174,25 @@ impl spin_redis::HostConnection for HostState {
         }
     }
 
-    async fn publish(
-        &mut self,
-        this: Resource<RedisHandle>,
-        channel: String,
-        payload: Vec<u8>,
-    ) -> WResult<Result<(), spin_redis::Error>> {
-        let c = self.redis(&this)?;
-        Ok(c.publish(&channel, payload).await.map_err(Into::into))
-    }
-
-    async fn get(
-        &mut self,
-        this: Resource<RedisHandle>,
-        key: String,
-    ) -> WResult<Result<Option<Vec<u8>>, spin_redis::Error>> {
-        let c = self.redis(&this)?;
-        Ok(c.get(&key).await.map_err(Into::into))
-    }
-
-    async fn set(
-        &mut self,
-        this: Resource<RedisHandle>,
-        key: String,
-        value: Vec<u8>,
-    ) -> WResult<Result<(), spin_redis::Error>> {
-        let c = self.redis(&this)?;
-        Ok(c.set(&key, value).await.map_err(Into::into))
-    }
-
-    async fn incr(
-        &mut self,
-        this: Resource<RedisHandle>,
-        key: String,
-    ) -> WResult<Result<i64, spin_redis::Error>> {
-        let c = self.redis(&this)?;
-        Ok(c.incr(&key).await.map_err(Into::into))
-    }
-
-    async fn del(
-        &mut self,
-        this: Resource<RedisHandle>,
-        keys: Vec<String>,
-    ) -> WResult<Result<u32, spin_redis::Error>> {
-        let c = self.redis(&this)?;
-        Ok(c.del(keys).await.map_err(Into::into))
-    }
-
-    async fn sadd(
-        &mut self,
-        this: Resource<RedisHandle>,
-        key: String,
-        values: Vec<String>,
-    ) -> WResult<Result<u32, spin_redis::Error>> {
-        let c = self.redis(&this)?;
-        Ok(c.sadd(&key, values).await.map_err(Into::into))
-    }
-
-    async fn smembers(
-        &mut self,
-        this: Resource<RedisHandle>,
-        key: String,
-    ) -> WResult<Result<Vec<String>, spin_redis::Error>> {
-        let c = self.redis(&this)?;
-        Ok(c.smembers(&key).await.map_err(Into::into))
-    }
-
-    async fn srem(
-        &mut self,
-        this: Resource<RedisHandle>,
-        key: String,
-        values: Vec<String>,
-    ) -> WResult<Result<u32, spin_redis::Error>> {
-        let c = self.redis(&this)?;
-        Ok(c.srem(&key, values).await.map_err(Into::into))
-    }
-
-    async fn execute(
-        &mut self,
-        this: Resource<RedisHandle>,
-        command: String,
-        arguments: Vec<spin_redis::RedisParameter>,
-    ) -> WResult<Result<Vec<spin_redis::RedisResult>, spin_redis::Error>> {
-        let c = self.redis(&this)?;
-        let args = arguments
-            .into_iter()
-            .map(|a| match a {
-                spin_redis::RedisParameter::Int64(i) => Param::Int64(i),
-                spin_redis::RedisParameter::Binary(b) => Param::Binary(b),
-            })
-            .collect();
-        Ok(c.execute(&command, args)
-            .await
-            .map(|replies| {
-                replies
-                    .into_iter()
-                    .map(|r| match r {
-                        Reply::Nil => spin_redis::RedisResult::Nil,
-                        Reply::Status(s) => spin_redis::RedisResult::Status(s),
-                        Reply::Int64(i) => spin_redis::RedisResult::Int64(i),
-                        Reply::Binary(b) => spin_redis::RedisResult::Binary(b),
-                    })
-                    .collect()
-            })
-            .map_err(Into::into))
-    }
+    redis_functions!(spin_redis, (&mut self), |this| self.redis(&this)?);
 
     async fn drop(&mut self, this: Resource<RedisHandle>) -> WResult<()> {
         self.table.delete(this)?;
         Ok(())
     }
 }
-// ---- spin:redis@3.0.0 ---------------------------------------------------------
 
-impl From<RedisError> for redis3::Error {
-    fn from(e: RedisError) -> Self {
-        match e {
-            RedisError::InvalidAddress => Self::InvalidAddress,
-            RedisError::TypeError => Self::TypeError,
-            RedisError::Other(m) => Self::Other(m),
-        }
-    }
-}
+// ---- spin:redis@3.0.0 ---------------------------------------------------------
 
 fn redis_of(acc: &Acc, h: &Resource<RedisHandle>) -> WResult<Arc<dyn RedisConnection>> {
     acc.with(|mut a| Ok(a.get().table.get(h)?.0.clone()))
 }
 
-type R3<T> = WResult<Result<T, redis3::Error>>;
-
 impl redis3::HostConnectionWithStore<HostState> for P3Capabilities {
-    async fn open(acc: &Acc, address: String) -> R3<Resource<RedisHandle>> {
+    async fn open(
+        acc: &Acc,
+        address: String,
+    ) -> WResult<Result<Resource<RedisHandle>, redis3::Error>> {
         // The allow-list check needs the state; the connect may wait on the network.
         let (allowed, app) = acc.with(|mut a| {
             let s = a.get();
@@ -204,97 +207,7 @@ impl redis3::HostConnectionWithStore<HostState> for P3Capabilities {
         }
     }
 
-    async fn publish(
-        acc: &Acc,
-        this: Resource<RedisHandle>,
-        channel: String,
-        payload: Vec<u8>,
-    ) -> R3<()> {
-        Ok(redis_of(acc, &this)?
-            .publish(&channel, payload)
-            .await
-            .map_err(Into::into))
-    }
-
-    async fn get(acc: &Acc, this: Resource<RedisHandle>, key: String) -> R3<Option<Vec<u8>>> {
-        Ok(redis_of(acc, &this)?.get(&key).await.map_err(Into::into))
-    }
-
-    async fn set(acc: &Acc, this: Resource<RedisHandle>, key: String, value: Vec<u8>) -> R3<()> {
-        Ok(redis_of(acc, &this)?
-            .set(&key, value)
-            .await
-            .map_err(Into::into))
-    }
-
-    async fn incr(acc: &Acc, this: Resource<RedisHandle>, key: String) -> R3<i64> {
-        Ok(redis_of(acc, &this)?.incr(&key).await.map_err(Into::into))
-    }
-
-    async fn del(acc: &Acc, this: Resource<RedisHandle>, keys: Vec<String>) -> R3<u32> {
-        Ok(redis_of(acc, &this)?.del(keys).await.map_err(Into::into))
-    }
-
-    async fn sadd(
-        acc: &Acc,
-        this: Resource<RedisHandle>,
-        key: String,
-        values: Vec<String>,
-    ) -> R3<u32> {
-        Ok(redis_of(acc, &this)?
-            .sadd(&key, values)
-            .await
-            .map_err(Into::into))
-    }
-
-    async fn smembers(acc: &Acc, this: Resource<RedisHandle>, key: String) -> R3<Vec<String>> {
-        Ok(redis_of(acc, &this)?
-            .smembers(&key)
-            .await
-            .map_err(Into::into))
-    }
-
-    async fn srem(
-        acc: &Acc,
-        this: Resource<RedisHandle>,
-        key: String,
-        values: Vec<String>,
-    ) -> R3<u32> {
-        Ok(redis_of(acc, &this)?
-            .srem(&key, values)
-            .await
-            .map_err(Into::into))
-    }
-
-    async fn execute(
-        acc: &Acc,
-        this: Resource<RedisHandle>,
-        command: String,
-        arguments: Vec<redis3::RedisParameter>,
-    ) -> R3<Vec<redis3::RedisResult>> {
-        let args = arguments
-            .into_iter()
-            .map(|a| match a {
-                redis3::RedisParameter::Int64(i) => Param::Int64(i),
-                redis3::RedisParameter::Binary(b) => Param::Binary(b),
-            })
-            .collect();
-        Ok(redis_of(acc, &this)?
-            .execute(&command, args)
-            .await
-            .map(|replies| {
-                replies
-                    .into_iter()
-                    .map(|r| match r {
-                        Reply::Nil => redis3::RedisResult::Nil,
-                        Reply::Status(s) => redis3::RedisResult::Status(s),
-                        Reply::Int64(i) => redis3::RedisResult::Int64(i),
-                        Reply::Binary(b) => redis3::RedisResult::Binary(b),
-                    })
-                    .collect()
-            })
-            .map_err(Into::into))
-    }
+    redis_functions!(redis3, (acc: &Acc), |this| redis_of(acc, &this)?);
 }
 
 impl redis3::HostConnection for HostState {

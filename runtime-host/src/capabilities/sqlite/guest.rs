@@ -16,128 +16,43 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     Ok(())
 }
 
-// ---- fermyon:spin/sqlite@2.0.0 ---------------------------------------------
-
-impl From<SqlError> for spin_sql::Error {
-    fn from(e: SqlError) -> Self {
-        match e {
-            SqlError::NoSuchDatabase => Self::NoSuchDatabase,
-            SqlError::AccessDenied => Self::AccessDenied,
-            SqlError::DatabaseFull => Self::DatabaseFull,
-            SqlError::Io(m) => Self::Io(m),
+/// `From<SqlError>` for a version's error type (they have the same cases).
+macro_rules! error_from_sql {
+    ($($error:ty),*) => {$(
+        impl From<SqlError> for $error {
+            fn from(e: SqlError) -> Self {
+                match e {
+                    SqlError::NoSuchDatabase => Self::NoSuchDatabase,
+                    SqlError::AccessDenied => Self::AccessDenied,
+                    SqlError::DatabaseFull => Self::DatabaseFull,
+                    SqlError::Io(m) => Self::Io(m),
+                }
+            }
         }
-    }
+    )*};
 }
 
-fn to_value_p2(v: spin_sql::Value) -> Value {
-    match v {
-        spin_sql::Value::Integer(i) => Value::Integer(i),
-        spin_sql::Value::Real(f) => Value::Real(f),
-        spin_sql::Value::Text(s) => Value::Text(s),
-        spin_sql::Value::Blob(b) => Value::Blob(b),
-        spin_sql::Value::Null => Value::Null,
-    }
-}
+error_from_sql!(spin_sql::Error, sql3::Error);
 
-fn from_value_p2(v: Value) -> spin_sql::Value {
-    match v {
-        Value::Integer(i) => spin_sql::Value::Integer(i),
-        Value::Real(f) => spin_sql::Value::Real(f),
-        Value::Text(s) => spin_sql::Value::Text(s),
-        Value::Blob(b) => spin_sql::Value::Blob(b),
-        Value::Null => spin_sql::Value::Null,
-    }
-}
-
-impl spin_sql::Host for HostState {}
-
-impl spin_sql::HostConnection for HostState {
-    async fn open(
-        &mut self,
-        database: String,
-    ) -> WResult<Result<Resource<PooledConnection>, spin_sql::Error>> {
-        match self
-            .app
-            .databases
-            .open(&self.component.sqlite_databases, &database)
-        {
-            Ok(c) => Ok(Ok(self.table.push(c)?)),
-            Err(e) => Ok(Err(e.into())),
+/// A value between a version's generated `value` and [`Value`]: the same
+/// five cases under other type names.
+macro_rules! convert_value {
+    ($v:expr, $from:ident => $to:ident) => {
+        match $v {
+            $from::Integer(i) => $to::Integer(i),
+            $from::Real(f) => $to::Real(f),
+            $from::Text(s) => $to::Text(s),
+            $from::Blob(b) => $to::Blob(b),
+            $from::Null => $to::Null,
         }
-    }
-
-    async fn execute(
-        &mut self,
-        this: Resource<PooledConnection>,
-        statement: String,
-        parameters: Vec<spin_sql::Value>,
-    ) -> WResult<Result<spin_sql::QueryResult, spin_sql::Error>> {
-        let conn = self.table.get(&this)?;
-        let params = parameters.into_iter().map(to_value_p2).collect();
-        Ok(conn
-            .execute(&statement, params)
-            .map(|r| spin_sql::QueryResult {
-                columns: r.columns,
-                rows: r
-                    .rows
-                    .into_iter()
-                    .map(|values| spin_sql::RowResult {
-                        values: values.into_iter().map(from_value_p2).collect(),
-                    })
-                    .collect(),
-            })
-            .map_err(Into::into))
-    }
-
-    async fn drop(&mut self, this: Resource<PooledConnection>) -> WResult<()> {
-        self.table.delete(this)?;
-        Ok(())
-    }
-}
-
-// ---- spin:sqlite@3.1.0 (and 3.0.0 by semver) --------------------------------
-
-impl From<SqlError> for sql3::Error {
-    fn from(e: SqlError) -> Self {
-        match e {
-            SqlError::NoSuchDatabase => Self::NoSuchDatabase,
-            SqlError::AccessDenied => Self::AccessDenied,
-            SqlError::DatabaseFull => Self::DatabaseFull,
-            SqlError::Io(m) => Self::Io(m),
-        }
-    }
-}
-
-fn to_value(v: sql3::Value) -> Value {
-    match v {
-        sql3::Value::Integer(i) => Value::Integer(i),
-        sql3::Value::Real(f) => Value::Real(f),
-        sql3::Value::Text(s) => Value::Text(s),
-        sql3::Value::Blob(b) => Value::Blob(b),
-        sql3::Value::Null => Value::Null,
-    }
-}
-
-fn row(values: Vec<Value>) -> sql3::RowResult {
-    sql3::RowResult {
-        values: values
-            .into_iter()
-            .map(|v| match v {
-                Value::Integer(i) => sql3::Value::Integer(i),
-                Value::Real(f) => sql3::Value::Real(f),
-                Value::Text(s) => sql3::Value::Text(s),
-                Value::Blob(b) => sql3::Value::Blob(b),
-                Value::Null => sql3::Value::Null,
-            })
-            .collect(),
-    }
+    };
 }
 
 impl HostState {
-    fn sql_open(
+    fn sql_open<E: From<SqlError>>(
         &mut self,
         database: &str,
-    ) -> WResult<Result<Resource<PooledConnection>, sql3::Error>> {
+    ) -> WResult<Result<Resource<PooledConnection>, E>> {
         match self
             .app
             .databases
@@ -148,17 +63,87 @@ impl HostState {
         }
     }
 
-    fn sql_execute(
+    fn sql_execute<E: From<SqlError>>(
         &mut self,
         this: &Resource<PooledConnection>,
         statement: &str,
-        parameters: Vec<sql3::Value>,
-    ) -> WResult<Result<SqlRows, sql3::Error>> {
+        parameters: Vec<Value>,
+    ) -> WResult<Result<SqlRows, E>> {
         let conn = self.table.get(this)?;
-        Ok(conn
-            .execute(statement, parameters.into_iter().map(to_value).collect())
-            .map_err(Into::into))
+        Ok(conn.execute(statement, parameters).map_err(Into::into))
     }
+}
+
+// ---- fermyon:spin/sqlite@2.0.0 ---------------------------------------------
+
+fn to_value_p2(v: spin_sql::Value) -> Value {
+    use spin_sql::Value as V2;
+    convert_value!(v, V2 => Value)
+}
+
+fn from_value_p2(v: Value) -> spin_sql::Value {
+    use spin_sql::Value as V2;
+    convert_value!(v, Value => V2)
+}
+
+impl spin_sql::Host for HostState {}
+
+impl spin_sql::HostConnection for HostState {
+    async fn open(
+        &mut self,
+        database: String,
+    ) -> WResult<Result<Resource<PooledConnection>, spin_sql::Error>> {
+        self.sql_open(&database)
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<PooledConnection>,
+        statement: String,
+        parameters: Vec<spin_sql::Value>,
+    ) -> WResult<Result<spin_sql::QueryResult, spin_sql::Error>> {
+        let params = parameters.into_iter().map(to_value_p2).collect();
+        Ok(self
+            .sql_execute(&this, &statement, params)?
+            .map(|r| spin_sql::QueryResult {
+                columns: r.columns,
+                rows: r
+                    .rows
+                    .into_iter()
+                    .map(|values| spin_sql::RowResult {
+                        values: values.into_iter().map(from_value_p2).collect(),
+                    })
+                    .collect(),
+            }))
+    }
+
+    async fn drop(&mut self, this: Resource<PooledConnection>) -> WResult<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+// ---- spin:sqlite@3.1.0 (and 3.0.0 by semver) --------------------------------
+
+fn to_value(v: sql3::Value) -> Value {
+    use sql3::Value as V3;
+    convert_value!(v, V3 => Value)
+}
+
+fn row(values: Vec<Value>) -> sql3::RowResult {
+    use sql3::Value as V3;
+    sql3::RowResult {
+        values: values
+            .into_iter()
+            .map(|v| convert_value!(v, Value => V3))
+            .collect(),
+    }
+}
+
+/// The connection behind a handle, taken out of the store so that a
+/// statement waiting on another connection's lock does not hold it.
+fn conn_of(acc: &Acc, this: &Resource<PooledConnection>) -> WResult<PooledConnection> {
+    acc.with(|mut a| Ok(a.get().table.get(this)?.clone()))
 }
 
 impl sql3::HostConnection for HostState {
@@ -175,8 +160,9 @@ impl sql3::HostConnection for HostState {
         statement: String,
         parameters: Vec<sql3::Value>,
     ) -> WResult<Result<sql3::QueryResult, sql3::Error>> {
+        let params = parameters.into_iter().map(to_value).collect();
         Ok(self
-            .sql_execute(&this, &statement, parameters)?
+            .sql_execute(&this, &statement, params)?
             .map(|r| sql3::QueryResult {
                 columns: r.columns,
                 rows: r.rows.into_iter().map(row).collect(),
@@ -220,10 +206,9 @@ impl sql3::HostConnectionWithStore<HostState> for P3Capabilities {
             sql3::Error,
         >,
     > {
-        // Only the handle comes out of the store: the statement may wait on
-        // another connection's lock, and holding the store meanwhile would
-        // stall every other request of this instance.
-        let conn = acc.with(|mut a| Ok::<_, wasmtime::Error>(a.get().table.get(&this)?.clone()))?;
+        // Holding the store while the statement runs would stall every
+        // other request of this instance.
+        let conn = conn_of(acc, &this)?;
         let params = parameters.into_iter().map(to_value).collect();
         let rows = match conn.execute_async(statement, params).await {
             Ok(r) => r,
@@ -241,12 +226,12 @@ impl sql3::HostConnectionWithStore<HostState> for P3Capabilities {
     }
 
     async fn last_insert_rowid_async(acc: &Acc, this: Resource<PooledConnection>) -> WResult<i64> {
-        let conn = acc.with(|mut a| Ok::<_, wasmtime::Error>(a.get().table.get(&this)?.clone()))?;
+        let conn = conn_of(acc, &this)?;
         Ok(conn.with_conn_async(|c| c.last_insert_rowid()).await)
     }
 
     async fn changes_async(acc: &Acc, this: Resource<PooledConnection>) -> WResult<u64> {
-        let conn = acc.with(|mut a| Ok::<_, wasmtime::Error>(a.get().table.get(&this)?.clone()))?;
+        let conn = conn_of(acc, &this)?;
         Ok(conn.with_conn_async(|c| c.changes()).await)
     }
 }

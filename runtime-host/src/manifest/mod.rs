@@ -9,7 +9,6 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use toml::Spanned;
 
 /// The parsed, validated application.
 #[derive(Debug)]
@@ -78,151 +77,9 @@ pub struct RedisTrigger {
     pub address: Option<String>,
 }
 
-// ---- raw serde schema -------------------------------------------------------
+mod raw;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawManifest {
-    spin_manifest_version: Spanned<toml::Value>,
-    application: RawApplication,
-    #[serde(default)]
-    variables: BTreeMap<String, Spanned<VariableDecl>>,
-    #[serde(default)]
-    trigger: RawTriggers,
-    #[serde(default)]
-    component: BTreeMap<String, Spanned<RawComponent>>,
-}
-
-/// Trigger types runtime-host runs; another type (e.g. a plugin's) is an
-/// error naming the supported ones.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawTriggers {
-    #[serde(default)]
-    http: Vec<RawHttpTrigger>,
-    #[serde(default)]
-    redis: Vec<RawRedisTrigger>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawApplication {
-    name: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    version: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    description: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    authors: Vec<String>,
-    #[serde(default)]
-    trigger: RawAppTriggers,
-    #[serde(default)]
-    #[allow(dead_code)]
-    tool: Option<toml::Table>,
-}
-
-#[derive(Deserialize, Default)]
-struct RawAppTriggers {
-    #[serde(default)]
-    http: Option<RawAppHttp>,
-    #[serde(default)]
-    redis: Option<RawAppRedis>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAppHttp {
-    #[serde(default)]
-    base: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAppRedis {
-    address: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawComponent {
-    source: Spanned<RawSource>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    description: Option<String>,
-    #[serde(default)]
-    variables: BTreeMap<String, String>,
-    #[serde(default)]
-    environment: BTreeMap<String, String>,
-    #[serde(default)]
-    files: Vec<toml::Value>,
-    #[serde(default)]
-    exclude_files: Vec<String>,
-    #[serde(default)]
-    allowed_outbound_hosts: Vec<String>,
-    #[serde(default)]
-    allowed_http_hosts: Vec<String>,
-    #[serde(default)]
-    key_value_stores: Vec<String>,
-    #[serde(default)]
-    sqlite_databases: Vec<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    ai_models: Vec<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    build: Option<toml::Table>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    tool: Option<toml::Table>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    dependencies_inherit_configuration: bool,
-    #[serde(default)]
-    dependencies: Option<toml::Table>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawSource {
-    Path(String),
-    Remote { url: String },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHttpTrigger {
-    #[serde(default)]
-    #[allow(dead_code)]
-    id: Option<String>,
-    route: Spanned<RawRoute>,
-    component: String,
-    #[serde(default)]
-    executor: Option<toml::Table>,
-    #[serde(default)]
-    static_response: Option<toml::Table>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawRoute {
-    Route(String),
-    Private { private: bool },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRedisTrigger {
-    #[serde(default)]
-    #[allow(dead_code)]
-    id: Option<String>,
-    channel: String,
-    component: String,
-    #[serde(default)]
-    address: Option<String>,
-}
+use raw::*;
 
 /// 1-based line number of a byte offset in `text`.
 /// Any offset is accepted: one past the end, or inside a character, still
