@@ -6,14 +6,16 @@
 
 use crate::rules::{self, CreateOrderBody, NewOrder, StatusBody};
 use crate::Settings;
+use accounts_model::{etag, Profile};
 use anyhow::anyhow;
-use app_common::accounts::{etag, Profile};
-use app_common::error::Detail;
 use app_common::events::{self, Event};
-use app_common::headers::{if_match_holds, JSON_CONTENT_TYPE};
-use app_common::metrics::record_business;
-use app_common::pagination::{decode_cursor, parse_limit, Page};
-use app_common::{db, ids, ApiError, ApiRequest, ApiResponse};
+use app_common::http::error::Detail;
+use app_common::http::headers::{if_match_holds, JSON_CONTENT_TYPE};
+use app_common::http::pagination::{decode_cursor, parse_limit, Page};
+use app_common::storage::db;
+use app_common::telemetry::metrics::record_business;
+use app_common::util::ids;
+use app_common::{ApiError, ApiRequest, ApiResponse};
 use orders_model::store::{self, Idempotency, ListFilter, Order, OrderView, Replay};
 use orders_model::OrderStatus;
 use serde::Serialize;
@@ -115,7 +117,7 @@ pub fn create(request: &ApiRequest, settings: &Settings) -> Result<ApiResponse, 
 }
 
 fn new_order(user_id: &str, new: NewOrder) -> Order {
-    let now = app_common::time::now_millis();
+    let now = app_common::util::time::now_millis();
     Order {
         id: ids::new_record_id(),
         user_id: Some(user_id.to_string()),

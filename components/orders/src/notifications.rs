@@ -3,8 +3,8 @@
 //! `notifications` table; this component serves them to their owner.
 
 use crate::handlers::record_id;
-use app_common::error::Detail;
-use app_common::pagination::{decode_cursor, parse_limit, Page};
+use app_common::http::error::Detail;
+use app_common::http::pagination::{decode_cursor, parse_limit, Page};
 use app_common::{ApiError, ApiRequest, ApiResponse};
 use orders_model::notifications::{self, Notification, NotificationView};
 use orders_model::store;

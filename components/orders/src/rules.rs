@@ -2,8 +2,8 @@
 //! look like and what it costs, what an idempotency key is, and who may
 //! move an order to which status.
 
-use app_common::error::Detail;
-use app_common::validate::Problems;
+use app_common::http::error::Detail;
+use app_common::http::validate::Problems;
 use app_common::{ApiError, Principal};
 use orders_model::currency;
 use orders_model::store::{Order, OrderLine, ShippingAddress};
@@ -64,7 +64,7 @@ impl NewOrder {
     /// different order is a reuse, not a replay.
     pub fn fingerprint(&self) -> String {
         let canonical = serde_json::to_vec(self).expect("a new order always serialises");
-        app_common::ids::sha256_hex(&canonical)
+        app_common::util::ids::sha256_hex(&canonical)
     }
 }
 

@@ -16,12 +16,12 @@ use crate::rules::{
 use crate::store::{self, KvChunks, Upload};
 use anyhow::{anyhow, bail};
 use app_common::config::var_u64;
-use app_common::db::Connection;
-use app_common::error::Detail;
-use app_common::ids::{self, random_bytes};
-use app_common::metrics::{add_to_counter, record_business};
-use app_common::pagination::{decode_cursor, parse_limit, Page};
-use app_common::time::{now_millis, rfc3339_millis};
+use app_common::http::error::Detail;
+use app_common::http::pagination::{decode_cursor, parse_limit, Page};
+use app_common::storage::db::Connection;
+use app_common::telemetry::metrics::{add_to_counter, record_business};
+use app_common::util::ids::{self, random_bytes};
+use app_common::util::time::{now_millis, rfc3339_millis};
 use app_common::{ApiError, ApiRequest, ApiResponse, Principal};
 use serde::Serialize;
 

@@ -2,7 +2,7 @@
 //! the request when it is a sane value, generated otherwise, so one id ties
 //! a client's report to the log line of its request.
 
-use crate::ids;
+use crate::util::ids;
 
 pub const HEADER: &str = "x-correlation-id";
 

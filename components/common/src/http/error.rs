@@ -153,13 +153,13 @@ impl ApiError {
     /// database being down or locked is not a bug here: it becomes
     /// [`ApiError::dependency_unavailable`] (503).
     pub fn internal(cause: anyhow::Error) -> ApiError {
-        if crate::kv::is_unavailable(&cause) {
+        if crate::storage::kv::is_unavailable(&cause) {
             return ApiError::dependency_unavailable("the key-value store", cause);
         }
-        if crate::counters::is_unavailable(&cause) {
+        if crate::storage::counters::is_unavailable(&cause) {
             return ApiError::dependency_unavailable("the counter store (Redis)", cause);
         }
-        if crate::db::is_unavailable(&cause) {
+        if crate::storage::db::is_unavailable(&cause) {
             return ApiError::dependency_unavailable("the database", cause);
         }
         let mut e = ApiError::new(

@@ -30,7 +30,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// A new record id: a UUID version 7 (millisecond timestamp + 74 random
 /// bits), so ids sort by creation time and paginate in that order.
 pub fn new_record_id() -> String {
-    uuid_v7(crate::time::now_millis(), random_bytes::<10>())
+    uuid_v7(crate::util::time::now_millis(), random_bytes::<10>())
 }
 
 fn uuid_v7(unix_millis: u64, random: [u8; 10]) -> String {

@@ -1,7 +1,7 @@
 //! The key-value store every component shares (`default`) and values with
 //! a stored expiry: Spin's key-value API has no TTL, so an expiring value
 //! is kept as `{"expiresAt": <unix ms>, "value": ...}` and treated as absent
-//! once read after that time; the sweeper of [`crate::expiry`] deletes it.
+//! once read after that time; the sweeper of [`crate::storage::expiry`] deletes it.
 //!
 //! Key prefixes keep components apart: `auth:`, `users:`, and the shared
 //! `denylist:`, `ratelimit:`, `metrics:`, `sweep:`.
@@ -40,7 +40,7 @@ impl<T> Expiring<T> {
 }
 
 /// Stores `value` until `expires_at_millis`, registered in the expiry
-/// index first (see [`crate::expiry`]) so the key is removed even if it is
+/// index first (see [`crate::storage::expiry`]) so the key is removed even if it is
 /// never read again.
 pub fn put_expiring<T: Serialize>(
     store: &Store,
@@ -48,7 +48,7 @@ pub fn put_expiring<T: Serialize>(
     value: &T,
     expires_at_millis: u64,
 ) -> Result<()> {
-    crate::expiry::schedule(key, expires_at_millis)?;
+    crate::storage::expiry::schedule(key, expires_at_millis)?;
     let entry = Expiring {
         expires_at: expires_at_millis,
         value,
@@ -72,7 +72,7 @@ pub fn get_unexpired<T: DeserializeOwned>(store: &Store, key: &str) -> Result<Op
     };
     Ok(serde_json::from_slice::<Expiring<T>>(&bytes)
         .ok()
-        .filter(|entry| entry.is_live(crate::time::now_millis()))
+        .filter(|entry| entry.is_live(crate::util::time::now_millis()))
         .map(|entry| entry.value))
 }
 

@@ -10,21 +10,21 @@
 //! [`Profile`] is the only outward view of a record: it has no password
 //! hash, so none can reach a response, a cache entry or a log.
 
-use crate::db::{exec, is_unique_violation, text};
-use crate::db::{Connection, QueryResult, Value};
-use crate::principal::Role;
-use crate::time::rfc3339_millis;
 use anyhow::{anyhow, Result};
+use app_common::security::principal::Role;
+use app_common::storage::db::{exec, is_unique_violation, text};
+use app_common::storage::db::{Connection, QueryResult, Value};
+use app_common::util::time::rfc3339_millis;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub const DATABASE: &str = crate::db::DATABASE;
+pub const DATABASE: &str = app_common::storage::db::DATABASE;
 
 /// Name of this schema in `schema_version`.
 pub const SCHEMA: &str = "accounts";
 
 /// Each migration: its version and idempotent statements.
-const MIGRATIONS: crate::db::Migrations = &[
+const MIGRATIONS: app_common::storage::db::Migrations = &[
     (
         1,
         &[
@@ -114,9 +114,9 @@ pub fn etag(version: i64) -> String {
 
 /// Opens the database, applying missing migrations first.
 pub fn connect() -> Result<Connection> {
-    let conn = crate::db::open()?;
+    let conn = app_common::storage::db::open()?;
     if !MIGRATED.load(Ordering::Relaxed) {
-        crate::db::migrate(&conn, SCHEMA, MIGRATIONS)?;
+        app_common::storage::db::migrate(&conn, SCHEMA, MIGRATIONS)?;
         MIGRATED.store(true, Ordering::Relaxed);
     }
     Ok(conn)
@@ -127,8 +127,8 @@ fn accounts(result: &QueryResult) -> Result<Vec<Account>> {
         .rows
         .iter()
         .map(|row| {
-            let s = |i: usize| crate::db::column_text(row, "users", i);
-            let n = |i: usize| crate::db::column_int(row, "users", i);
+            let s = |i: usize| app_common::storage::db::column_text(row, "users", i);
+            let n = |i: usize| app_common::storage::db::column_int(row, "users", i);
             let role = s(3)?;
             Ok(Account {
                 id: s(0)?,
@@ -167,7 +167,7 @@ pub struct NewAccount<'a> {
 }
 
 pub fn insert(conn: &Connection, new: &NewAccount<'_>) -> Result<Result<Account, WriteConflict>> {
-    let now = crate::time::now_millis();
+    let now = app_common::util::time::now_millis();
     let account = Account {
         id: new.id.to_string(),
         email: new.email.to_string(),
@@ -212,7 +212,7 @@ pub fn insert_bootstrapping(
     if !bootstrap {
         return insert(conn, new);
     }
-    crate::db::transaction(conn, |conn| {
+    app_common::storage::db::transaction(conn, |conn| {
         let mut account = match insert(conn, new)? {
             Ok(account) => account,
             Err(conflict) => return Ok(Err(conflict)),
@@ -273,7 +273,7 @@ pub fn update(conn: &Connection, updated: &Account) -> Result<Result<Account, Wr
             text(&updated.name),
             text(updated.role.as_str()),
             text(&updated.password_hash),
-            Value::Integer(crate::time::now_millis() as i64),
+            Value::Integer(app_common::util::time::now_millis() as i64),
             text(&updated.id),
             Value::Integer(updated.version),
         ],

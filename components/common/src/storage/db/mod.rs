@@ -19,8 +19,13 @@
 //! under the engine's write lock, so parallel instances never race.
 
 pub mod dialect;
+mod migrate;
+mod value;
 
-use anyhow::{anyhow, Context as _, Result};
+pub use migrate::migrate;
+pub use value::*;
+
+use anyhow::{Context as _, Result};
 use spin_sdk::pg4;
 use spin_sdk::sqlite;
 
@@ -40,77 +45,6 @@ pub type Migrations = &'static [(i64, &'static [&'static str])];
 pub enum Engine {
     Sqlite,
     Postgres,
-}
-
-/// A value bound to a `?` or read from a column.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Integer(i64),
-    Real(f64),
-    Text(String),
-    Blob(Vec<u8>),
-    Null,
-}
-
-/// One row of a result.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RowResult {
-    values: Vec<Value>,
-}
-
-impl RowResult {
-    /// Column `i` as `T`, if it has that type.
-    pub fn get<'a, T: FromValue<'a>>(&'a self, i: usize) -> Option<T> {
-        self.values.get(i).and_then(T::from_value)
-    }
-}
-
-/// What a statement returned (no rows for writes without `RETURNING`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct QueryResult {
-    pub rows: Vec<RowResult>,
-}
-
-/// Reading a column as a Rust type.
-pub trait FromValue<'a>: Sized {
-    fn from_value(value: &'a Value) -> Option<Self>;
-}
-
-impl<'a> FromValue<'a> for &'a str {
-    fn from_value(value: &'a Value) -> Option<Self> {
-        match value {
-            Value::Text(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-impl FromValue<'_> for i64 {
-    fn from_value(value: &Value) -> Option<Self> {
-        match value {
-            Value::Integer(n) => Some(*n),
-            _ => None,
-        }
-    }
-}
-
-impl FromValue<'_> for f64 {
-    fn from_value(value: &Value) -> Option<Self> {
-        match value {
-            Value::Real(f) => Some(*f),
-            Value::Integer(n) => Some(*n as f64),
-            _ => None,
-        }
-    }
-}
-
-impl<'a> FromValue<'a> for &'a [u8] {
-    fn from_value(value: &'a Value) -> Option<Self> {
-        match value {
-            Value::Blob(b) => Some(b),
-            _ => None,
-        }
-    }
 }
 
 /// An open connection to whichever engine is configured.
@@ -332,19 +266,6 @@ fn from_postgres(v: pg4::DbValue) -> Value {
     }
 }
 
-/// Column `i` of a row of `table` as text; an error names both otherwise.
-pub fn column_text(row: &RowResult, table: &str, i: usize) -> Result<String> {
-    row.get::<&str>(i)
-        .map(str::to_string)
-        .ok_or_else(|| anyhow!("{table} column {i} is not text"))
-}
-
-/// Column `i` of a row of `table` as an integer; an error names both otherwise.
-pub fn column_int(row: &RowResult, table: &str, i: usize) -> Result<i64> {
-    row.get::<i64>(i)
-        .ok_or_else(|| anyhow!("{table} column {i} is not an integer"))
-}
-
 /// Runs one statement; errors carry the statement (whitespace collapsed).
 pub fn exec(conn: &Connection, sql: &str, params: &[Value]) -> Result<QueryResult> {
     conn.execute(sql, params)
@@ -373,83 +294,6 @@ pub fn is_unavailable(error: &anyhow::Error) -> bool {
 /// Whether a statement failed on a UNIQUE constraint.
 pub fn is_unique_violation(error: &anyhow::Error) -> bool {
     failure_kind(error) == Some(FailureKind::UniqueViolation)
-}
-
-/// Applies the migrations of `schema` newer than its recorded version, in
-/// one transaction under the engine's write lock (SQLite `BEGIN
-/// IMMEDIATE`; PostgreSQL a transaction-scoped advisory lock), so two
-/// instances starting at once apply each version exactly once.
-pub fn migrate(conn: &Connection, schema: &str, migrations: Migrations) -> Result<()> {
-    // The common case, every request of a migrated database: one read, no
-    // lock (a WASIp2 instance serves one request, so this runs each time).
-    let latest = migrations.last().map_or(0, |(version, _)| *version);
-    if recorded_version(conn, schema).is_some_and(|v| v >= latest) {
-        return Ok(());
-    }
-    let engine = conn.engine();
-    transaction(conn, |conn| {
-        if engine == Engine::Postgres {
-            exec(
-                conn,
-                "SELECT 1 FROM (SELECT pg_advisory_xact_lock(?)) AS locked",
-                &[int(dialect::MIGRATION_LOCK_KEY)],
-            )?;
-        }
-        exec(
-            conn,
-            &dialect::ddl(
-                engine,
-                "CREATE TABLE IF NOT EXISTS schema_version (
-                    schema TEXT PRIMARY KEY,
-                    version INTEGER NOT NULL,
-                    applied_at INTEGER NOT NULL
-                )",
-            ),
-            &[],
-        )?;
-        let current = exec(
-            conn,
-            "SELECT version FROM schema_version WHERE schema = ?",
-            &[text(schema)],
-        )?
-        .rows
-        .first()
-        .and_then(|r| r.get::<i64>(0))
-        .unwrap_or(0);
-        for (version, statements) in migrations.iter().filter(|(v, _)| *v > current) {
-            for statement in *statements {
-                exec(conn, &dialect::ddl(engine, statement), &[])?;
-            }
-            exec(
-                conn,
-                "INSERT INTO schema_version (schema, version, applied_at) VALUES (?, ?, ?)
-                 ON CONFLICT (schema) DO UPDATE SET version = excluded.version,
-                 applied_at = excluded.applied_at",
-                &[
-                    text(schema),
-                    Value::Integer(*version),
-                    Value::Integer(crate::time::now_millis() as i64),
-                ],
-            )?;
-        }
-        Ok(())
-    })
-    .with_context(|| format!("migrate schema `{schema}`"))
-}
-
-/// The version `schema_version` records for `schema`; `None` when there is
-/// none yet (or no table: a fresh database; callers inside a transaction
-/// have opened the database through their schema's migration first, so
-/// the table exists and the read cannot abort their transaction).
-fn recorded_version(conn: &Connection, schema: &str) -> Option<i64> {
-    conn.execute(
-        "SELECT version FROM schema_version WHERE schema = ?",
-        &[text(schema)],
-    )
-    .ok()?
-    .rows
-    .first()
-    .and_then(|r| r.get::<i64>(0))
 }
 
 /// Runs `work` inside one transaction; an error rolls everything back.
@@ -483,17 +327,4 @@ pub fn transaction<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Resul
             Err(e)
         }
     }
-}
-
-pub fn text(s: &str) -> Value {
-    Value::Text(s.to_string())
-}
-
-pub fn int(n: i64) -> Value {
-    Value::Integer(n)
-}
-
-/// Text, or `NULL` for `None`.
-pub fn opt_text(s: Option<&str>) -> Value {
-    s.map_or(Value::Null, text)
 }

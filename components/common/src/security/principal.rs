@@ -1,7 +1,7 @@
 //! Who is calling: the verified identity from an access token, the two
 //! roles, and the authorisation rules every component applies.
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ fn hasher() -> Result<Argon2<'static>> {
 
 /// A fresh PHC string for `password` with a random 16-byte salt.
 pub fn hash(password: &str) -> Result<String> {
-    let salt = SaltString::encode_b64(&crate::ids::random_bytes::<16>())
+    let salt = SaltString::encode_b64(&crate::util::ids::random_bytes::<16>())
         .map_err(|e| anyhow!("encode salt: {e}"))?;
     Ok(hasher()?
         .hash_password(password.as_bytes(), &salt)

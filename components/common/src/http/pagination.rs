@@ -3,8 +3,8 @@
 //! versioned position so clients cannot build or edit them meaningfully;
 //! a cursor that does not decode is a 400.
 
-use crate::encoding::{base64url, decode_base64url};
-use crate::error::{ApiError, Detail};
+use crate::http::error::{ApiError, Detail};
+use crate::util::encoding::{base64url, decode_base64url};
 
 pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_LIMIT: usize = 100;

@@ -1,5 +1,5 @@
 //! Request and business metrics, recorded by every component into the
-//! shared counter store ([`crate::counters`]: key-value, or Redis in the
+//! shared counter store ([`crate::storage::counters`]: key-value, or Redis in the
 //! edge profile) with atomic increments (exact under parallel load and
 //! across host instances). The metrics component reads them back
 //! and renders the Prometheus exposition.
@@ -30,7 +30,7 @@
 //! two (so a registration lost to a crash heals). The index is as bounded
 //! as the series: component × method × route × status × bucket.
 
-use crate::counters::{Backend, Counters};
+use crate::storage::counters::{Backend, Counters};
 use anyhow::{Context as _, Result};
 
 pub const PREFIX: &str = "metrics:v1:";
@@ -162,9 +162,12 @@ pub fn ensure_indexed(counters: &Counters, keys: &[&str]) -> Result<()> {
         if mine.is_empty() {
             continue;
         }
-        crate::kv::update_atomically(&index_key(shard), |index: Option<Vec<String>>| {
+        crate::storage::kv::update_atomically(&index_key(shard), |index: Option<Vec<String>>| {
             Ok((
-                with_keys(index, &mine).map_or(crate::kv::Update::Keep, crate::kv::Update::Write),
+                with_keys(index, &mine).map_or(
+                    crate::storage::kv::Update::Keep,
+                    crate::storage::kv::Update::Write,
+                ),
                 (),
             ))
         })?;

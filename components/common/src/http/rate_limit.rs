@@ -1,5 +1,5 @@
 //! Fixed-window rate limits per client address, counted with atomic
-//! increments in the counter store ([`crate::counters`]: key-value, or
+//! increments in the counter store ([`crate::storage::counters`]: key-value, or
 //! Redis in the edge profile) so parallel requests (and several host
 //! instances) are counted exactly.
 //!
@@ -11,10 +11,10 @@
 //!
 //! When the store cannot count (down), [`hit`] fails and the request is
 //! refused with 503 and `Retry-After` (fail closed, see
-//! [`crate::pipeline`]), never let through uncounted.
+//! [`crate::http::pipeline`]), never let through uncounted.
 
-use crate::counters::Counters;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
+use crate::storage::counters::Counters;
 use anyhow::{Context as _, Result};
 
 /// At most `max` requests per `window_secs`.
@@ -80,7 +80,7 @@ pub fn counter_key(scope: &str, client: &str, window_index: u64) -> String {
 
 /// Counts one request of `client` against `limit` in `scope`.
 pub fn hit(scope: &str, client: &str, limit: Limit) -> Result<Decision> {
-    let (index, reset_secs) = window_at(limit, crate::time::now_secs());
+    let (index, reset_secs) = window_at(limit, crate::util::time::now_secs());
     let key = counter_key(scope, client, index);
     let count = Counters::open()?
         .add(&key, 1, Some(window_end_millis(limit, index)))
@@ -100,6 +100,24 @@ pub fn tighter(a: Decision, b: Decision) -> Decision {
         (false, true) => a,
         _ if b.remaining < a.remaining => b,
         _ => a,
+    }
+}
+
+impl crate::http::request::ApiRequest {
+    /// Counts this request against a further per-client limit; 429 when
+    /// exceeded. The `RateLimit-*` headers show the tightest limit.
+    pub fn limit(&self, scope: &str, limit: Limit, what: &str) -> Result<(), ApiError> {
+        let decision = hit(scope, self.client(), limit)?;
+        let shown = match self.rate_limit.get() {
+            Some(previous) => tighter(previous, decision),
+            None => decision,
+        };
+        self.rate_limit.set(Some(shown));
+        if decision.allowed {
+            Ok(())
+        } else {
+            Err(decision.refusal(what))
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! - `key-value` (the default): `wasi:keyvalue` atomic increments in the
 //!   `default` store. A counter that expires is registered in the expiry
-//!   index ([`crate::expiry`]) when it is created, and the sweeper removes it.
+//!   index ([`crate::storage::expiry`]) when it is created, and the sweeper removes it.
 //! - `redis`: outbound Redis at `redis_address`. An increment is one
 //!   `INCRBY`, or for an expiring counter one script doing `INCRBY` and, on
 //!   creation, `PEXPIREAT` (atomic: no counter without its expiry). Redis
@@ -63,7 +63,7 @@ const INCREMENT_EXPIRING: &str = "local n = redis.call('INCRBY', KEYS[1], ARGV[1
 impl Counters {
     pub fn open() -> Result<Counters> {
         match Backend::configured()? {
-            Backend::KeyValue => Ok(Counters::KeyValue(crate::kv::open_bucket()?)),
+            Backend::KeyValue => Ok(Counters::KeyValue(crate::storage::kv::open_bucket()?)),
             Backend::Redis => {
                 let address = crate::config::var("redis_address")?.with_context(|| {
                     format!("`{VARIABLE}` is `redis` but the `redis_address` variable is empty")
@@ -92,7 +92,7 @@ impl Counters {
                 let count = atomics::increment(bucket, key, delta)
                     .with_context(|| format!("increment `{key}`"))?;
                 if let (Some(at), true) = (expires_at_millis, count == delta) {
-                    if let Err(e) = crate::expiry::schedule(key, at) {
+                    if let Err(e) = crate::storage::expiry::schedule(key, at) {
                         // An unregistered counter would never be removed:
                         // drop it (its count restarts) rather than keep it.
                         let _ = bucket.delete(key);
@@ -168,7 +168,7 @@ impl Counters {
     /// or past); `false` when another request holds it. Key-value: one read
     /// in the common case, compare-and-swap to claim. Redis: one `SET NX PX`.
     pub fn claim_lease(&self, key: &str, interval_millis: u64) -> Result<bool> {
-        let now = crate::time::now_millis();
+        let now = crate::util::time::now_millis();
         match self {
             Counters::KeyValue(bucket) => {
                 use atomics::Cas;
@@ -217,7 +217,7 @@ impl Counters {
     }
 
     /// Adds `members` to the set `key` (Redis only; the key-value backend
-    /// keeps its sets as JSON lists, see [`crate::metrics`]).
+    /// keeps its sets as JSON lists, see [`crate::telemetry::metrics`]).
     pub fn redis_set_add(&self, key: &str, members: &[&str]) -> Result<()> {
         let Counters::Redis(conn) = self else {
             bail!("sets of counters live in Redis only");

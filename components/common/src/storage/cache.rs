@@ -1,5 +1,5 @@
 //! A read-through cache in the key-value store with a stored expiry (see
-//! [`crate::kv::Expiring`]).
+//! [`crate::storage::kv::Expiring`]).
 //!
 //! Every cached id has a generation counter (an atomic increment) and the
 //! entry lives under `<prefix><id>@<generation>`. A writer bumps the
@@ -16,7 +16,7 @@
 //! as long as its record, and [`KvCache::forget`] (the record was deleted)
 //! hands it to the sweeper.
 
-use crate::kv;
+use crate::storage::kv;
 use anyhow::{Context as _, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -70,7 +70,7 @@ impl KvCache {
         }
         let loaded = load()?;
         if let Some(value) = &loaded {
-            let expires_at = crate::time::now_millis() + self.ttl_millis;
+            let expires_at = crate::util::time::now_millis() + self.ttl_millis;
             if let Ok(store) = kv::open() {
                 let _ = kv::put_expiring(&store, &key, value, expires_at);
                 if self.generation(id, 0).ok() != Some(generation) {
@@ -95,8 +95,8 @@ impl KvCache {
     /// past the TTL; the counter restarting at 0 must not revive an entry).
     pub fn forget(&self, id: &str) -> Result<()> {
         self.invalidate(id)?;
-        let at = crate::time::now_millis() + self.ttl_millis + FORGET_AFTER_MILLIS;
-        crate::expiry::schedule(&self.generation_key(id), at)
+        let at = crate::util::time::now_millis() + self.ttl_millis + FORGET_AFTER_MILLIS;
+        crate::storage::expiry::schedule(&self.generation_key(id), at)
     }
 }
 

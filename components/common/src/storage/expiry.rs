@@ -20,9 +20,9 @@
 //!   sweeps. A full batch (a backlog) makes the next
 //!   request sweep again, so removal keeps pace with creation.
 
-use crate::counters::Counters;
-use crate::db::Connection;
-use crate::db::{self, exec, int, text, Migrations};
+use crate::storage::counters::Counters;
+use crate::storage::db::Connection;
+use crate::storage::db::{self, exec, int, text, Migrations};
 use anyhow::{Context as _, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -90,7 +90,7 @@ pub struct Report {
 /// route, and what [`maybe_sweep`] runs).
 pub fn sweep(tasks: &[Task]) -> Result<Report> {
     let conn = connect()?;
-    let now = crate::time::now_millis();
+    let now = crate::util::time::now_millis();
     let keys = sweep_keys(&conn, now)?;
     let mut report = Report {
         keys,
@@ -126,7 +126,7 @@ fn sweep_keys(conn: &Connection, now: u64) -> Result<usize> {
         return Ok(0);
     }
     let keys: Vec<String> = rows.iter().map(|(k, _)| k.clone()).collect();
-    let bucket = crate::kv::open_bucket()?;
+    let bucket = crate::storage::kv::open_bucket()?;
     spin_sdk::wit::wasi::keyvalue::batch::delete_many(&bucket, &keys)
         .map_err(anyhow::Error::new)
         .context("delete expired keys")?;
@@ -151,8 +151,8 @@ pub fn lease_key(component: &str) -> String {
 /// fails the caller: problems are logged.
 pub fn maybe_sweep(component: &str, tasks: &[Task]) {
     if let Err(e) = try_maybe_sweep(component, tasks) {
-        crate::logging::emit_value(serde_json::json!({
-            "ts": crate::time::rfc3339_millis(crate::time::now_millis()),
+        crate::telemetry::logging::emit_value(serde_json::json!({
+            "ts": crate::util::time::rfc3339_millis(crate::util::time::now_millis()),
             "level": "warn",
             "msg": "sweeping expired state failed; a later request retries",
             "component": component,

@@ -4,7 +4,7 @@
 //! `#[serde(deny_unknown_fields)]` —, missing field, wrong type) is a 400
 //! naming the field.
 
-use crate::error::{ApiError, Detail};
+use crate::http::error::{ApiError, Detail};
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 

@@ -2,7 +2,7 @@
 //! passwords, roles. Each check adds every problem it finds to a
 //! [`Problems`] list so one 400 names all failed rules at once.
 
-use crate::error::{ApiError, Detail};
+use crate::http::error::{ApiError, Detail};
 
 pub const PASSWORD_MIN_CHARS: usize = 10;
 pub const PASSWORD_MAX_CHARS: usize = 256;
