@@ -107,15 +107,24 @@ fn session_response(
     ))
 }
 
-/// `POST /api/auth/register {name, email, password}` → 201 session.
-pub fn register(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiResponse, ApiError> {
+/// What register and login begin with, in this order: the signing key
+/// (503 without one), the per-client credentials limit (429), the body.
+fn credentials_attempt<'s, B: serde::de::DeserializeOwned>(
+    request: &ApiRequest,
+    settings: &'s AuthSettings,
+) -> Result<(&'s Signer, B), ApiError> {
     let signer = settings.signer()?;
     request.limit(
         CREDENTIALS_SCOPE,
         settings.credentials_limit,
         "register and login attempts",
     )?;
-    let body: RegisterBody = request.json()?;
+    Ok((signer, request.json()?))
+}
+
+/// `POST /api/auth/register {name, email, password}` → 201 session.
+pub fn register(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiResponse, ApiError> {
+    let (signer, body): (_, RegisterBody) = credentials_attempt(request, settings)?;
     let email = normalize_email(&body.email);
     let mut problems = Problems::new();
     let name = check_name(&mut problems, "name", &body.name);
@@ -170,13 +179,7 @@ pub fn register(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiResp
 
 /// `POST /api/auth/login {email, password}` → 200 session (+ cookie).
 pub fn login(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiResponse, ApiError> {
-    let signer = settings.signer()?;
-    request.limit(
-        CREDENTIALS_SCOPE,
-        settings.credentials_limit,
-        "register and login attempts",
-    )?;
-    let body: LoginBody = request.json()?;
+    let (signer, body): (_, LoginBody) = credentials_attempt(request, settings)?;
     let email = normalize_email(&body.email);
     if let Some(millis) = lockout::check(request.client(), &email)? {
         record_business("login", "locked");

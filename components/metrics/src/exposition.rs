@@ -7,7 +7,7 @@
 //! present so each series is complete. `http_requests_total` is the sum of
 //! each `(component, method, route, status)` series' buckets.
 
-use app_common::telemetry::metrics::{DURATION_BUCKETS, PREFIX};
+use app_common::telemetry::metrics::{escape_label_value, DURATION_BUCKETS, PREFIX};
 use std::collections::BTreeMap;
 
 /// Labels as ordered `(name, value)` pairs.
@@ -44,19 +44,13 @@ pub fn parse_series(series: &str) -> Option<(String, Labels)> {
     Some((name, labels))
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 fn render_labels(labels: &[(String, String)]) -> String {
     if labels.is_empty() {
         return String::new();
     }
     let inner: Vec<String> = labels
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
         .collect();
     format!("{{{}}}", inner.join(","))
 }

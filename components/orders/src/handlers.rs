@@ -21,20 +21,6 @@ use orders_model::OrderStatus;
 use serde::Serialize;
 use serde_json::json;
 
-/// The `:id` of the route, which must be an order id (400 otherwise).
-pub fn record_id<'a>(request: &'a ApiRequest, what: &str) -> Result<&'a str, ApiError> {
-    let id = request.param("id");
-    if ids::is_uuid(id) {
-        Ok(id)
-    } else {
-        Err(ApiError::validation(vec![Detail::field(
-            "id",
-            "invalid_id",
-            format!("must be {what} id (a lower-case UUID)"),
-        )]))
-    }
-}
-
 fn not_found() -> ApiError {
     ApiError::not_found("no order has this id")
 }
@@ -202,7 +188,7 @@ struct OrderWithUser {
 /// and `user`: the owner's profile, or `null` when it cannot be had.
 pub async fn get(request: &ApiRequest, settings: &Settings) -> Result<ApiResponse, ApiError> {
     let caller = request.authenticate()?;
-    let id = record_id(request, "an order")?;
+    let id = request.id_param("an order")?;
     let conn = store::connect()?;
     let order = store::find(&conn, id)?
         .filter(|o| rules::may_see(&caller, o))
@@ -254,7 +240,7 @@ fn precondition_failed(current_version: i64) -> ApiError {
 /// saw, so a change decided on a stale reading is 412 whenever it comes.
 pub fn change_status(request: &ApiRequest, settings: &Settings) -> Result<ApiResponse, ApiError> {
     let caller = request.authenticate()?;
-    let id = record_id(request, "an order")?;
+    let id = request.id_param("an order")?;
     let body: StatusBody = request
         .json()
         .inspect_err(|_| record_business("order_status_change", "invalid"))?;

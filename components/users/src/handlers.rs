@@ -17,7 +17,6 @@ use app_common::http::validate::normalize_email;
 use app_common::security::password;
 use app_common::storage::cache::KvCache;
 use app_common::storage::db;
-use app_common::util::ids;
 use app_common::{ApiError, ApiRequest, ApiResponse, Principal, Role};
 
 /// Attempts of a write without `If-Match` that lost a race to another
@@ -26,20 +25,6 @@ const WRITE_ATTEMPTS: usize = 3;
 
 pub fn profile_cache(ttl_secs: u64) -> KvCache {
     KvCache::new("users:cache:user:", ttl_secs)
-}
-
-/// The `:id` of the route, which must be a user id (400 otherwise).
-fn target_id(request: &ApiRequest) -> Result<&str, ApiError> {
-    let id = request.param("id");
-    if ids::is_uuid(id) {
-        Ok(id)
-    } else {
-        Err(ApiError::validation(vec![Detail::field(
-            "id",
-            "invalid_id",
-            "must be a user id (a lower-case UUID)",
-        )]))
-    }
 }
 
 fn not_found() -> ApiError {
@@ -106,7 +91,7 @@ pub fn me(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiError
 /// `GET /api/users/:id` (self or admin) → the profile, with its `ETag`.
 pub fn get(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiError> {
     let caller = request.authenticate()?;
-    let id = target_id(request)?;
+    let id = request.id_param("a user")?;
     caller.require_self_or_admin(id)?;
     let profile = cached_profile(cache, id)?.ok_or_else(not_found)?;
     profile_response(&profile)
@@ -120,7 +105,7 @@ pub fn get(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiErro
 /// (`access_token_ttl_seconds`, default 900).
 pub fn patch(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiError> {
     let caller = request.authenticate()?;
-    let id = target_id(request)?;
+    let id = request.id_param("a user")?;
     caller.require_self_or_admin(id)?;
     let body: PatchBody = request.json()?;
     let if_match = request.header("if-match");
@@ -202,7 +187,7 @@ pub fn delete(
     events: &EventSettings,
 ) -> Result<ApiResponse, ApiError> {
     let caller = request.authenticate()?;
-    let id = target_id(request)?;
+    let id = request.id_param("a user")?;
     caller.require_self_or_admin(id)?;
     let conn = accounts::connect()?;
     let expected_version = match request.header("if-match") {

@@ -62,6 +62,23 @@ impl ApiRequest {
             .map_or("", |(_, v)| v.as_str())
     }
 
+    /// The `:id` segment, which must be a record id (a lower-case UUID);
+    /// otherwise 400 `invalid_id` saying it must be `what` id (`"an order"`).
+    pub fn id_param(&self, what: &str) -> Result<&str, ApiError> {
+        let id = self.param("id");
+        if crate::util::ids::is_uuid(id) {
+            Ok(id)
+        } else {
+            Err(ApiError::validation(vec![
+                crate::http::error::Detail::field(
+                    "id",
+                    "invalid_id",
+                    format!("must be {what} id (a lower-case UUID)"),
+                ),
+            ]))
+        }
+    }
+
     /// The first value of a query parameter, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
         query::query_param(&self.head.query, name)

@@ -40,17 +40,19 @@ pub const DURATION_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// A label value escaped for the Prometheus text format: backslash,
+/// double quote and line feed.
+pub fn escape_label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// `name{k="v",...}` with Prometheus label-value escaping.
 pub fn series(name: &str, labels: &[(&str, &str)]) -> String {
     let labels: Vec<String> = labels
         .iter()
-        .map(|(k, v)| {
-            let v = v
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
-            format!("{k}=\"{v}\"")
-        })
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
         .collect();
     format!("{name}{{{}}}", labels.join(","))
 }

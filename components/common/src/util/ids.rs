@@ -1,6 +1,6 @@
 //! Identifiers and secrets: random bytes from the platform (WASI
 //! `random` in a component), time-ordered record ids (UUID version 7),
-//! SHA-256 digests and hex encoding.
+//! SHA-256 digests and hex encoding (`uuid` and `hex` do the formatting).
 
 /// `N` bytes from the platform's cryptographically secure source.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
@@ -11,14 +11,9 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 15) as usize] as char);
-    }
-    out
+    hex::encode(bytes)
 }
 
 /// SHA-256 of `bytes` as hex: how secrets such as refresh tokens are
@@ -33,30 +28,29 @@ pub fn new_record_id() -> String {
     uuid_v7(crate::util::time::now_millis(), random_bytes::<10>())
 }
 
+/// A new random id: a UUID version 4, for ids that must reveal nothing
+/// (not even their creation time).
+pub fn new_random_id() -> String {
+    uuid::Builder::from_random_bytes(random_bytes::<16>())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
 fn uuid_v7(unix_millis: u64, random: [u8; 10]) -> String {
-    let mut b = [0u8; 16];
-    b[..6].copy_from_slice(&unix_millis.to_be_bytes()[2..]);
-    b[6..].copy_from_slice(&random);
-    b[6] = 0x70 | (b[6] & 0x0f); // version 7
-    b[8] = 0x80 | (b[8] & 0x3f); // RFC 4122 variant
-    let h = hex(&b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    uuid::Builder::from_unix_timestamp_millis(unix_millis, &random)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 /// Lower-case canonical UUID text (`8-4-4-4-12` hex digits).
 pub fn is_uuid(candidate: &str) -> bool {
-    let bytes = candidate.as_bytes();
-    bytes.len() == 36
-        && bytes.iter().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => *b == b'-',
-            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(b),
+    candidate.len() == 36
+        && uuid::Uuid::try_parse(candidate).is_ok_and(|id| {
+            id.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                == candidate
         })
 }
 
@@ -80,6 +74,15 @@ mod tests {
     }
 
     #[test]
+    fn random_ids_are_version_4() {
+        let a = new_random_id();
+        assert!(is_uuid(&a), "{a}");
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+        assert_ne!(a, new_random_id());
+    }
+
+    #[test]
     fn uuid_check_rejects_other_text() {
         for bad in [
             "",
@@ -88,6 +91,8 @@ mod tests {
             "01234567-89AB-7fff-bfff-ffffffffffff",
             "01234567_89ab-7fff-bfff-ffffffffffff",
             "../../etc/passwd",
+            "0123456789ab7fffbfffffffffffffff",
+            "{01234567-89ab-7fff-bfff-ffffffffffff}",
         ] {
             assert!(!is_uuid(bad), "{bad}");
         }
