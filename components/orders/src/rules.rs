@@ -318,11 +318,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.status, 400);
-        let fields: Vec<&str> = e
-            .details
-            .iter()
-            .map(|d| d.field.as_deref().unwrap())
-            .collect();
+        let fields = fields(&e);
         assert_eq!(
             fields,
             [
@@ -359,11 +355,7 @@ mod tests {
             "shippingAddress": a, "currency": "USD"
         })))
         .unwrap_err();
-        let fields: Vec<&str> = e
-            .details
-            .iter()
-            .map(|d| d.field.as_deref().unwrap())
-            .collect();
+        let fields = fields(&e);
         assert_eq!(
             fields,
             ["shippingAddress.street", "shippingAddress.zipCode"]
@@ -400,6 +392,13 @@ mod tests {
         for bad in ["", "a b", "ключ", &"k".repeat(256)] {
             assert_eq!(idempotency_key(Some(bad)).unwrap_err().status, 400, "{bad}");
         }
+    }
+
+    fn fields(e: &ApiError) -> Vec<&str> {
+        e.details
+            .iter()
+            .map(|d| d.field.as_deref().unwrap())
+            .collect()
     }
 
     fn caller(role: Role) -> Principal {

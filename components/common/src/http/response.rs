@@ -148,3 +148,49 @@ impl Finished {
         response.body(self.body).build()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(finished: &'a Finished, name: &str) -> Option<&'a str> {
+        finished
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn answers_carry_the_common_headers() {
+        let ok = ApiResponse::json(200, &serde_json::json!({"a": 1})).unwrap();
+        let finished = Finished::new(Ok(ok), "c-1");
+        assert_eq!(finished.status, 200);
+        assert_eq!(header(&finished, "content-type"), Some(JSON_CONTENT_TYPE));
+        assert_eq!(header(&finished, "cache-control"), Some("no-store"));
+        assert_eq!(header(&finished, correlation::HEADER), Some("c-1"));
+        assert_eq!(header(&finished, "x-frame-options"), Some("DENY"));
+        assert_eq!(finished.error_code, None);
+        // A handler's own Cache-Control and type are kept; no body, no type.
+        let own = ApiResponse::bytes(200, "text/plain", b"x".to_vec())
+            .with_header("Cache-Control", "max-age=60");
+        let finished = Finished::new(Ok(own), "c-2");
+        assert_eq!(header(&finished, "content-type"), Some("text/plain"));
+        assert_eq!(header(&finished, "cache-control"), Some("max-age=60"));
+        let finished = Finished::new(Ok(ApiResponse::no_content()), "c-3");
+        assert_eq!(header(&finished, "content-type"), None);
+    }
+
+    #[test]
+    fn errors_get_their_shape_and_headers() {
+        let finished = Finished::new(Err(ApiError::unauthenticated("no token")), "c-4");
+        assert_eq!(finished.status, 401);
+        assert_eq!(header(&finished, "www-authenticate"), Some("Bearer"));
+        assert_eq!(header(&finished, "content-type"), Some(JSON_CONTENT_TYPE));
+        assert!(finished.error_code.is_some());
+        let body: serde_json::Value = serde_json::from_slice(&finished.body).unwrap();
+        assert!(body.to_string().contains("c-4"), "{body}");
+        let finished = Finished::new(Err(ApiError::method_not_allowed("GET")), "c-5");
+        assert_eq!(header(&finished, "allow"), Some("GET"));
+    }
+}

@@ -1,6 +1,6 @@
 //! Wall-clock time as Unix seconds/milliseconds and RFC 3339 text.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub fn now_millis() -> u64 {
     SystemTime::now()
@@ -13,33 +13,15 @@ pub fn now_secs() -> u64 {
     now_millis() / 1000
 }
 
-/// `2024-05-01T12:00:00.123Z` for a Unix time in milliseconds.
-pub fn rfc3339_millis(unix_millis: u64) -> String {
-    let secs = unix_millis / 1000;
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        unix_millis % 1000
-    )
-}
+/// The last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z).
+const LATEST_MILLIS: u64 = 253_402_300_800_000 - 1;
 
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// `2024-05-01T12:00:00.123Z` for a Unix time in milliseconds (formatted
+/// by `humantime`; a time past year 9999, which no record holds, is
+/// written as the latest instant RFC 3339 can spell rather than panic).
+pub fn rfc3339_millis(unix_millis: u64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(unix_millis.min(LATEST_MILLIS));
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 #[cfg(test)]
@@ -54,6 +36,7 @@ mod tests {
             rfc3339_millis(1_714_564_800_123),
             "2024-05-01T12:00:00.123Z"
         );
+        assert_eq!(rfc3339_millis(u64::MAX), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]
