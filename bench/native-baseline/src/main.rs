@@ -4,14 +4,14 @@
 //!
 //! Per request it does what the component pipeline does: correlation id,
 //! security headers, one JSON log line, and the two metric increments; for
-//! `/api/users/me` also EdDSA verification with `app_common::tokens::verify`
+//! `/api/users/me` also EdDSA verification with `app_common::security::tokens::verify`
 //! (the same code the components run), the denylist lookup and the cached
 //! profile read. Storage is a SQLite file in the key-value store's layout.
 //!
 //! `native-baseline <listen-addr> <state-dir> <jwt_public_keys> <profile-json>`
 
 use anyhow::{Context as _, Result};
-use app_common::tokens::{self, PublicKeySet, TokenPolicy};
+use app_common::security::tokens::{self, PublicKeySet, TokenPolicy};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
@@ -144,7 +144,7 @@ async fn main() -> Result<()> {
                     let mut resp = Response::new(Full::new(Bytes::from(body)));
                     *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
                     let h = resp.headers_mut();
-                    for (k, v) in app_common::headers::SECURITY_HEADERS {
+                    for (k, v) in app_common::http::headers::SECURITY_HEADERS {
                         h.insert(k, hyper::header::HeaderValue::from_static(v));
                     }
                     h.insert(

@@ -1,5 +1,5 @@
 //! The auth routes: each parses and authorises its request, applies the
-//! rules ([`crate::lockout`], [`crate::refresh`], `app_common::validate`)
+//! rules ([`crate::lockout`], [`crate::refresh`], `app_common::http::validate`)
 //! and answers.
 //!
 //! A session is an access token (JWT, 15 minutes) plus a refresh token
@@ -10,11 +10,14 @@
 use crate::refresh::{self, Outcome};
 use crate::settings::AuthSettings;
 use crate::{lockout, signing::Signer};
+use accounts_model::{self as accounts, Account, NewAccount, Profile, WriteConflict};
 use anyhow::anyhow;
-use app_common::accounts::{self, Account, NewAccount, Profile, WriteConflict};
-use app_common::metrics::record_business;
-use app_common::validate::{check_email, check_name, check_password, normalize_email, Problems};
-use app_common::{password, tokens, ApiError, ApiRequest, ApiResponse, Role};
+use app_common::http::validate::{
+    check_email, check_name, check_password, normalize_email, Problems,
+};
+use app_common::security::{password, tokens};
+use app_common::telemetry::metrics::record_business;
+use app_common::{ApiError, ApiRequest, ApiResponse, Role};
 use serde::{Deserialize, Serialize};
 
 /// Name of the refresh-token cookie.
@@ -104,15 +107,24 @@ fn session_response(
     ))
 }
 
-/// `POST /api/auth/register {name, email, password}` → 201 session.
-pub fn register(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiResponse, ApiError> {
+/// What register and login begin with, in this order: the signing key
+/// (503 without one), the per-client credentials limit (429), the body.
+fn credentials_attempt<'s, B: serde::de::DeserializeOwned>(
+    request: &ApiRequest,
+    settings: &'s AuthSettings,
+) -> Result<(&'s Signer, B), ApiError> {
     let signer = settings.signer()?;
     request.limit(
         CREDENTIALS_SCOPE,
         settings.credentials_limit,
         "register and login attempts",
     )?;
-    let body: RegisterBody = request.json()?;
+    Ok((signer, request.json()?))
+}
+
+/// `POST /api/auth/register {name, email, password}` → 201 session.
+pub fn register(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiResponse, ApiError> {
+    let (signer, body): (_, RegisterBody) = credentials_attempt(request, settings)?;
     let email = normalize_email(&body.email);
     let mut problems = Problems::new();
     let name = check_name(&mut problems, "name", &body.name);
@@ -130,7 +142,7 @@ pub fn register(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiResp
     // The first session's refresh family is written before the account:
     // once the account exists nothing else can fail, so a 503 always means
     // "nothing registered, retry" (a retry would otherwise meet 409).
-    let id = app_common::ids::new_record_id();
+    let id = app_common::util::ids::new_record_id();
     let refresh_token = refresh::start_family(
         &id,
         &refresh::credentials_of(&password_hash),
@@ -167,13 +179,7 @@ pub fn register(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiResp
 
 /// `POST /api/auth/login {email, password}` → 200 session (+ cookie).
 pub fn login(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiResponse, ApiError> {
-    let signer = settings.signer()?;
-    request.limit(
-        CREDENTIALS_SCOPE,
-        settings.credentials_limit,
-        "register and login attempts",
-    )?;
-    let body: LoginBody = request.json()?;
+    let (signer, body): (_, LoginBody) = credentials_attempt(request, settings)?;
     let email = normalize_email(&body.email);
     if let Some(millis) = lockout::check(request.client(), &email)? {
         record_business("login", "locked");
@@ -215,7 +221,7 @@ pub fn login(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiRespons
 /// marker is later than their issue time), so no session outlives a
 /// password change, whatever the interleaving.
 fn confirm_credentials(
-    conn: &app_common::db::Connection,
+    conn: &app_common::storage::db::Connection,
     account: &Account,
     refresh_token: &str,
 ) -> Result<(), ApiError> {

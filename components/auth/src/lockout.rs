@@ -10,7 +10,7 @@
 //! the sweeper removes pairs that never log in successfully.
 
 use anyhow::Result;
-use app_common::kv::{self, Update};
+use app_common::storage::kv::{self, Update};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub fn after_failure(state: Option<FailureState>, policy: LockoutPolicy, now: u6
 pub fn key(client: &str, email: &str) -> String {
     format!(
         "auth:login-failures:{client}:{}",
-        app_common::ids::sha256_hex(email.as_bytes())
+        app_common::util::ids::sha256_hex(email.as_bytes())
     )
 }
 
@@ -75,7 +75,10 @@ pub fn check(client: &str, email: &str) -> Result<Option<u64>> {
         Some(bytes) => serde_json::from_slice::<FailureState>(&bytes).ok(),
         None => None,
     };
-    Ok(locked_for(state.as_ref(), app_common::time::now_millis()))
+    Ok(locked_for(
+        state.as_ref(),
+        app_common::util::time::now_millis(),
+    ))
 }
 
 /// When a state whose count started at `window_started_at` means nothing
@@ -88,11 +91,11 @@ pub fn expires_at(state: &FailureState, policy: LockoutPolicy) -> u64 {
 pub fn record_failure(client: &str, email: &str, policy: LockoutPolicy) -> Result<FailureState> {
     let key = key(client, email);
     let next = kv::update_atomically(&key, |state: Option<FailureState>| {
-        let next = after_failure(state, policy, app_common::time::now_millis());
+        let next = after_failure(state, policy, app_common::util::time::now_millis());
         Ok((Update::Write(next.clone()), next))
     })?;
     if next.failures == 1 {
-        app_common::expiry::schedule(&key, expires_at(&next, policy))?;
+        app_common::storage::expiry::schedule(&key, expires_at(&next, policy))?;
     }
     Ok(next)
 }

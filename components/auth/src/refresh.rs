@@ -17,9 +17,9 @@
 //! walk and nothing to expire beyond the families themselves.
 
 use anyhow::Result;
-use app_common::encoding::base64url;
-use app_common::ids::{hex, random_bytes, sha256_hex};
-use app_common::kv::{self, Update};
+use app_common::storage::kv::{self, Update};
+use app_common::util::encoding::base64url;
+use app_common::util::ids::{hex, random_bytes, sha256_hex};
 use serde::{Deserialize, Serialize};
 
 const PREFIX: &str = "rt_";
@@ -134,12 +134,12 @@ pub fn start_family(user_id: &str, credentials: &str, ttl_secs: u64) -> Result<S
     let family = Family {
         user_id: user_id.to_string(),
         current_hash: first.hash,
-        expires_at: app_common::time::now_millis() + ttl_secs * 1000,
+        expires_at: app_common::util::time::now_millis() + ttl_secs * 1000,
         revoked: false,
         credentials: credentials.to_string(),
     };
     let key = family_key(&family_id);
-    app_common::expiry::schedule(&key, family.expires_at)?;
+    app_common::storage::expiry::schedule(&key, family.expires_at)?;
     kv::open()?.set_json(key, &family)?;
     Ok(first.token)
 }
@@ -157,7 +157,7 @@ pub fn use_token(token: &str, ttl_secs: u64) -> Result<(Outcome, Option<String>)
             family,
             &presented,
             &next,
-            app_common::time::now_millis(),
+            app_common::util::time::now_millis(),
             ttl_secs * 1000,
         );
         if let Update::Write(f) = &update {
@@ -168,7 +168,7 @@ pub fn use_token(token: &str, ttl_secs: u64) -> Result<(Outcome, Option<String>)
     if matches!(outcome, Outcome::Rotated { .. }) {
         // Rotation moved the expiry on; an expired family never rotates, so
         // the sweeper cannot have taken this one meanwhile.
-        app_common::expiry::schedule(&family_key(family_id), expires_at)?;
+        app_common::storage::expiry::schedule(&family_key(family_id), expires_at)?;
     }
     let next_token = matches!(outcome, Outcome::Rotated { .. }).then_some(next.token);
     Ok((outcome, next_token))

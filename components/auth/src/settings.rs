@@ -15,9 +15,9 @@ use crate::lockout::LockoutPolicy;
 use crate::signing::Signer;
 use anyhow::Result;
 use app_common::config::{var, var_limit, var_u64, CommonSettings};
-use app_common::rate_limit::Limit;
-use app_common::tokens::PublicKeySet;
-use app_common::validate::normalize_email;
+use app_common::http::rate_limit::Limit;
+use app_common::http::validate::normalize_email;
+use app_common::security::tokens::PublicKeySet;
 use app_common::ApiError;
 
 pub struct AuthSettings {

@@ -2,7 +2,7 @@
 //! Ed25519 (`EdDSA`) JWTs with `kid`, `iss`, `aud`, `sub`, `iat`, `nbf`,
 //! `exp`, a random `jti` and `iatMs` (the issue time in milliseconds, which
 //! a password change's revocation marker is compared with); everyone else
-//! verifies them with the public key only ([`app_common::tokens`]).
+//! verifies them with the public key only ([`app_common::security::tokens`]).
 //!
 //! The key comes from the secret variable `jwt_signing_key` as
 //! `kid:base64-ed25519-key-pair` (64 bytes: seed then public key, as
@@ -10,9 +10,9 @@
 //! the variable, routes that issue tokens answer 503.
 
 use anyhow::{anyhow, Context as _, Result};
-use app_common::encoding::decode_base64;
-use app_common::principal::Role;
-use app_common::tokens::{AccessClaims, TokenPolicy};
+use app_common::security::principal::Role;
+use app_common::security::tokens::{AccessClaims, TokenPolicy};
+use app_common::util::encoding::decode_base64;
 use jwt_simple::prelude::{Claims, Duration, Ed25519KeyPair, EdDSAKeyPairLike};
 
 pub struct Signer {
@@ -62,14 +62,16 @@ impl Signer {
         let claims = Claims::with_custom_claims(
             AccessClaims {
                 role,
-                issued_at_ms: Some(app_common::time::now_millis()),
+                issued_at_ms: Some(app_common::util::time::now_millis()),
             },
             Duration::from_secs(self.access_ttl_secs),
         )
         .with_issuer(&self.policy.issuer)
         .with_audience(&self.policy.audience)
         .with_subject(user_id)
-        .with_jwt_id(app_common::ids::hex(&app_common::ids::random_bytes::<16>()));
+        .with_jwt_id(app_common::util::ids::hex(
+            &app_common::util::ids::random_bytes::<16>(),
+        ));
         let token = self
             .key_pair
             .sign(claims)
@@ -84,8 +86,8 @@ impl Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use app_common::encoding::base64url;
-    use app_common::tokens::{verify, PublicKeySet};
+    use app_common::security::tokens::{verify, PublicKeySet};
+    use app_common::util::encoding::base64url;
 
     fn policy() -> TokenPolicy {
         TokenPolicy {

@@ -10,11 +10,11 @@
 //! | `json_body_limit_bytes` | 102400 | largest JSON request body |
 //! | `api_rate_limit` / `api_rate_window_seconds` | 100 / 900 | all `/api/*` requests per client address |
 //! | `jwt_issuer` / `jwt_audience` | `app-auth` / `app-api` | required `iss` / `aud` of access tokens |
-//! | `jwt_public_keys` | (none) | keys tokens are verified with (see [`crate::tokens`]) |
+//! | `jwt_public_keys` | (none) | keys tokens are verified with (see [`crate::security::tokens`]) |
 
-use crate::headers::CorsPolicy;
-use crate::rate_limit::Limit;
-use crate::tokens::{PublicKeySet, TokenPolicy};
+use crate::http::cors::CorsPolicy;
+use crate::http::rate_limit::Limit;
+use crate::security::tokens::{PublicKeySet, TokenPolicy};
 use anyhow::{bail, Context as _, Result};
 
 pub const DEFAULT_JSON_BODY_LIMIT: u64 = 100 * 1024;

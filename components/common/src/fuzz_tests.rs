@@ -6,7 +6,7 @@
 //! test engine); `FUZZ_ITERATIONS` makes it longer (`cargo xtask fuzz`).
 //! Property: a value or a clear error, never a panic.
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use serde::Deserialize;
 
 fn iterations() -> usize {
@@ -32,7 +32,7 @@ fn fuzz_json_bodies() {
         .with_iterations(iterations())
         .for_each(|(typed, body)| {
             let content_type = typed.then_some("application/json");
-            match crate::json::parse_body::<Body>(content_type, body) {
+            match crate::http::json::parse_body::<Body>(content_type, body) {
                 Ok(_) => assert!(*typed),
                 Err(ApiError {
                     status, message, ..
@@ -52,7 +52,7 @@ fn fuzz_json_shaped_bodies() {
         .with_iterations(iterations())
         .for_each(|(field, value, n)| {
             let body = serde_json::json!({ "name": value, field.as_str(): n, "count": n });
-            let r = crate::json::parse_body::<Body>(
+            let r = crate::http::json::parse_body::<Body>(
                 Some("application/json"),
                 body.to_string().as_bytes(),
             );
@@ -68,22 +68,24 @@ fn fuzz_headers_and_parameters() {
         .with_type::<(String, String)>()
         .with_iterations(iterations())
         .for_each(|(header, name)| {
-            if let Some(v) = crate::headers::cookie_value(header, name) {
+            if let Some(v) = crate::http::headers::cookie_value(header, name) {
                 assert!(header.contains(v));
             }
-            let cors = crate::headers::CorsPolicy::parse(header);
+            let cors = crate::http::cors::CorsPolicy::parse(header);
             let _ = cors.response_headers(Some(name));
-            let id = crate::correlation::accept_or_generate(Some(header));
-            assert!(crate::correlation::is_sane(&id), "{id:?}");
-            let _ = crate::pagination::parse_limit(Some(header));
-            if let Ok(position) = crate::pagination::decode_cursor(header) {
+            let id = crate::http::correlation::accept_or_generate(Some(header));
+            assert!(crate::http::correlation::is_sane(&id), "{id:?}");
+            let _ = crate::http::pagination::parse_limit(Some(header));
+            if let Ok(position) = crate::http::pagination::decode_cursor(header) {
                 assert_eq!(
-                    crate::pagination::decode_cursor(&crate::pagination::encode_cursor(&position))
-                        .ok(),
+                    crate::http::pagination::decode_cursor(
+                        &crate::http::pagination::encode_cursor(&position)
+                    )
+                    .ok(),
                     Some(position)
                 );
             }
-            let _ = crate::encoding::decode_base64url(header);
-            let _ = crate::validate::normalize_email(header);
+            let _ = crate::util::encoding::decode_base64url(header);
+            let _ = crate::http::validate::normalize_email(header);
         });
 }

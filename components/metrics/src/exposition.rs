@@ -1,5 +1,5 @@
 //! Prometheus text exposition (format 0.0.4) from the raw counters the
-//! components record (see `app_common::metrics` for the key scheme).
+//! components record (see `app_common::telemetry::metrics` for the key scheme).
 //!
 //! Pure: takes `(key, value)` pairs, returns the text. Histogram buckets are
 //! stored per bucket (not cumulative) and per method and status; here they
@@ -7,7 +7,7 @@
 //! present so each series is complete. `http_requests_total` is the sum of
 //! each `(component, method, route, status)` series' buckets.
 
-use app_common::metrics::{DURATION_BUCKETS, PREFIX};
+use app_common::telemetry::metrics::{escape_label_value, DURATION_BUCKETS, PREFIX};
 use std::collections::BTreeMap;
 
 /// Labels as ordered `(name, value)` pairs.
@@ -44,19 +44,13 @@ pub fn parse_series(series: &str) -> Option<(String, Labels)> {
     Some((name, labels))
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 fn render_labels(labels: &[(String, String)]) -> String {
     if labels.is_empty() {
         return String::new();
     }
     let inner: Vec<String> = labels
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
         .collect();
     format!("{{{}}}", inner.join(","))
 }
@@ -220,7 +214,7 @@ pub fn render(entries: &[(String, i64)], dead_letters: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use app_common::metrics::request_increments;
+    use app_common::telemetry::metrics::request_increments;
 
     #[test]
     fn label_values_round_trip_through_escaping() {

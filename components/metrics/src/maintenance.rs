@@ -9,7 +9,9 @@
 //! query, with no headers) may run it; while the variable is empty the
 //! route is off (403 naming it).
 
-use app_common::{events, expiry, ApiError, ApiRequest, ApiResponse};
+use app_common::events;
+use app_common::storage::expiry;
+use app_common::{ApiError, ApiRequest, ApiResponse};
 use serde_json::json;
 
 /// Outbox batches (of `events::FLUSH_BATCH`) one call publishes at most.

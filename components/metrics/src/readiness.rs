@@ -6,15 +6,15 @@
 //! go over HTTP, `events_url`), and the counter store when it is Redis.
 
 use anyhow::{Context as _, Result};
-use app_common::counters::Counters;
+use app_common::storage::counters::Counters;
 
 /// `(key, value)` of every metrics counter, found through the series
-/// index (`app_common::metrics::indexed_series`), never by listing a
+/// index (`app_common::telemetry::metrics::indexed_series`), never by listing a
 /// store, read in batches; plus the host's dead-letter counter, which
 /// runtime-host keeps in the `default` key-value store.
 pub fn read_counters() -> Result<Vec<(String, i64)>> {
     let counters = Counters::open()?;
-    let keys = app_common::metrics::indexed_series(&counters)?;
+    let keys = app_common::telemetry::metrics::indexed_series(&counters)?;
     let mut entries = Vec::with_capacity(keys.len() + 1);
     for chunk in keys.chunks(GET_MANY_BATCH) {
         let values = counters.get_many(chunk)?;
@@ -25,7 +25,7 @@ pub fn read_counters() -> Result<Vec<(String, i64)>> {
                 .filter_map(|(k, v)| Some((k.clone(), v?))),
         );
     }
-    let bucket = app_common::kv::open_bucket()?;
+    let bucket = app_common::storage::kv::open_bucket()?;
     let dead = spin_sdk::wit::wasi::keyvalue::batch::get_many(
         &bucket,
         &[crate::DEAD_LETTERS_KEY.to_string()],
@@ -33,7 +33,7 @@ pub fn read_counters() -> Result<Vec<(String, i64)>> {
     .context("read the dead-letter count")?;
     if let Some(n) = dead
         .into_iter()
-        .find_map(|(_, v)| v.and_then(|b| app_common::counters::decode(&b)))
+        .find_map(|(_, v)| v.and_then(|b| app_common::storage::counters::decode(&b)))
     {
         entries.push((crate::DEAD_LETTERS_KEY.to_string(), n));
     }
@@ -63,8 +63,8 @@ pub fn check_all() -> Vec<Check> {
         Ok(Some(_)) => {}
         _ => checks.push(probe("message backend", check_messages())),
     }
-    if app_common::counters::Backend::configured().ok()
-        != Some(app_common::counters::Backend::KeyValue)
+    if app_common::storage::counters::Backend::configured().ok()
+        != Some(app_common::storage::counters::Backend::KeyValue)
     {
         checks.push(probe("counter store (Redis)", check_counters()));
     }
@@ -79,7 +79,7 @@ fn check_counters() -> Result<()> {
 }
 
 fn check_key_value() -> Result<()> {
-    app_common::kv::open()?
+    app_common::storage::kv::open()?
         .exists("health:probe")
         .context("read from the store")?;
     Ok(())
@@ -88,8 +88,8 @@ fn check_key_value() -> Result<()> {
 /// The configured database (SQLite `default`, or PostgreSQL at
 /// `database_url`) opens and answers.
 fn check_database() -> Result<()> {
-    let conn = app_common::db::open()?;
-    app_common::db::exec(&conn, "SELECT 1", &[])?;
+    let conn = app_common::storage::db::open()?;
+    app_common::storage::db::exec(&conn, "SELECT 1", &[])?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, Context as _, Result};
 use app_common::events::Event;
-use app_common::{db, kv};
+use app_common::storage::{db, kv};
 use orders_model::notifications::{self, Notification};
 use orders_model::{currency, store, OrderStatus};
 use serde::Deserialize;
@@ -152,13 +152,13 @@ pub fn apply(event: &Event, effect: Effect) -> Result<Outcome> {
                     notifications::insert(
                         conn,
                         &Notification {
-                            id: app_common::ids::new_record_id(),
+                            id: app_common::util::ids::new_record_id(),
                             user_id: owner,
                             event_id: event.event_id.clone(),
                             kind: event.kind.clone(),
                             order_id: Some(order.id),
                             message: message.clone(),
-                            created_at: app_common::time::now_millis(),
+                            created_at: app_common::util::time::now_millis(),
                             read_at: None,
                         },
                     )?;

@@ -78,10 +78,10 @@ fn process(message: &[u8], trigger: &str) -> Result<handling::Outcome, Failure> 
             ("failure", "error", Some(format!("{e:#}")))
         }
     };
-    app_common::metrics::record_business("event_processing", outcome);
+    app_common::telemetry::metrics::record_business("event_processing", outcome);
     let head = handling::peek(message);
-    app_common::logging::emit_value(serde_json::json!({
-        "ts": app_common::time::rfc3339_millis(app_common::time::now_millis()),
+    app_common::telemetry::logging::emit_value(serde_json::json!({
+        "ts": app_common::util::time::rfc3339_millis(app_common::util::time::now_millis()),
         "level": level,
         "msg": "event",
         "component": COMPONENT,
@@ -104,11 +104,11 @@ pub const DEFAULT_RETENTION_SECS: u64 = 7 * 24 * 3600;
 
 /// Expired key-value state and old `processed_events` claims, in bounded
 /// steps, when this component's sweep lease is due (see
-/// `app_common::expiry`). Never fails the message.
+/// `app_common::storage::expiry`). Never fails the message.
 fn sweep() {
     let retention =
         app_common::config::var_u64("processed_events_retention_seconds", DEFAULT_RETENTION_SECS);
-    let processed = |conn: &app_common::db::Connection, now: u64, limit: i64| {
+    let processed = |conn: &app_common::storage::db::Connection, now: u64, limit: i64| {
         let retention_millis = retention.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))? * 1000;
         // The table exists once this crate's migrations ran.
         orders_model::store::connect()?;
@@ -118,5 +118,5 @@ fn sweep() {
             limit,
         )
     };
-    app_common::expiry::maybe_sweep(COMPONENT, &[&processed]);
+    app_common::storage::expiry::maybe_sweep(COMPONENT, &[&processed]);
 }

@@ -8,8 +8,8 @@
 //! Claims are kept for a retention period ([`sweep_processed`]).
 
 use anyhow::{anyhow, Result};
-use app_common::db::{exec, int, opt_text, text};
-use app_common::db::{Connection, QueryResult};
+use app_common::storage::db::{exec, int, opt_text, text};
+use app_common::storage::db::{Connection, QueryResult};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,7 +23,7 @@ pub fn claim_event(conn: &Connection, event_id: &str, kind: &str) -> Result<bool
         &[
             text(event_id),
             text(kind),
-            int(app_common::time::now_millis() as i64),
+            int(app_common::util::time::now_millis() as i64),
         ],
     )?;
     Ok(!result.rows.is_empty())
@@ -32,7 +32,7 @@ pub fn claim_event(conn: &Connection, event_id: &str, kind: &str) -> Result<bool
 /// The index retention walks, a schema of its own so the tables' schema
 /// (`store`) stays untouched.
 const RETENTION_SCHEMA: &str = "processed_events_retention";
-const RETENTION_MIGRATIONS: app_common::db::Migrations = &[(
+const RETENTION_MIGRATIONS: app_common::storage::db::Migrations = &[(
     1,
     &["CREATE INDEX IF NOT EXISTS processed_events_processed_at
         ON processed_events (processed_at)"],
@@ -45,7 +45,7 @@ static RETENTION_MIGRATED: AtomicBool = AtomicBool::new(false);
 /// is unique per event id as well, so old claims can go.
 pub fn sweep_processed(conn: &Connection, before_millis: u64, limit: i64) -> Result<usize> {
     if !RETENTION_MIGRATED.load(Ordering::Relaxed) {
-        app_common::db::migrate(conn, RETENTION_SCHEMA, RETENTION_MIGRATIONS)?;
+        app_common::storage::db::migrate(conn, RETENTION_SCHEMA, RETENTION_MIGRATIONS)?;
         RETENTION_MIGRATED.store(true, Ordering::Relaxed);
     }
     let result = exec(
@@ -96,8 +96,8 @@ impl Notification {
             order_id: self.order_id.clone(),
             message: self.message.clone(),
             read: self.read_at.is_some(),
-            created_at: app_common::time::rfc3339_millis(self.created_at),
-            read_at: self.read_at.map(app_common::time::rfc3339_millis),
+            created_at: app_common::util::time::rfc3339_millis(self.created_at),
+            read_at: self.read_at.map(app_common::util::time::rfc3339_millis),
         }
     }
 }
@@ -149,7 +149,7 @@ pub fn insert(conn: &Connection, n: &Notification) -> Result<bool> {
             text(&n.message),
             int(n.created_at as i64),
             n.read_at
-                .map_or(app_common::db::Value::Null, |t| int(t as i64)),
+                .map_or(app_common::storage::db::Value::Null, |t| int(t as i64)),
         ],
     )?;
     Ok(!result.rows.is_empty())
@@ -189,7 +189,7 @@ pub fn mark_read(conn: &Connection, id: &str, user_id: &str) -> Result<Option<No
              RETURNING {COLUMNS}"
         ),
         &[
-            int(app_common::time::now_millis() as i64),
+            int(app_common::util::time::now_millis() as i64),
             text(id),
             text(user_id),
         ],

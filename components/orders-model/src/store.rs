@@ -16,8 +16,8 @@
 
 use crate::status::OrderStatus;
 use anyhow::{anyhow, Context as _, Result};
-use app_common::db::{self, exec, int, opt_text, text, Migrations};
-use app_common::db::{Connection, QueryResult, Value};
+use app_common::storage::db::{self, exec, int, opt_text, text, Migrations};
+use app_common::storage::db::{Connection, QueryResult, Value};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -149,8 +149,8 @@ impl Order {
             total: self.total,
             shipping_address: self.shipping_address.clone(),
             version: self.version,
-            created_at: app_common::time::rfc3339_millis(self.created_at),
-            updated_at: app_common::time::rfc3339_millis(self.updated_at),
+            created_at: app_common::util::time::rfc3339_millis(self.created_at),
+            updated_at: app_common::util::time::rfc3339_millis(self.updated_at),
         }
     }
 
@@ -167,8 +167,8 @@ fn orders(result: &QueryResult) -> Result<Vec<Order>> {
         .rows
         .iter()
         .map(|row| {
-            let s = |i: usize| app_common::db::column_text(row, "orders", i);
-            let n = |i: usize| app_common::db::column_int(row, "orders", i);
+            let s = |i: usize| app_common::storage::db::column_text(row, "orders", i);
+            let n = |i: usize| app_common::storage::db::column_int(row, "orders", i);
             let status = s(2)?;
             let shipping_address = match row.get::<&str>(6) {
                 Some(json) => Some(serde_json::from_str(json).context("orders.shipping_address")?),
@@ -335,7 +335,7 @@ pub fn transition(
         ),
         &[
             text(to.as_str()),
-            int(app_common::time::now_millis() as i64),
+            int(app_common::util::time::now_millis() as i64),
             text(id),
             text(from.as_str()),
             int(version),
@@ -352,7 +352,10 @@ pub fn anonymise_user(conn: &Connection, user_id: &str) -> Result<usize> {
              request_hash = NULL, first_response = NULL, anonymised_at = ?
          WHERE user_id = ?
          RETURNING id",
-        &[int(app_common::time::now_millis() as i64), text(user_id)],
+        &[
+            int(app_common::util::time::now_millis() as i64),
+            text(user_id),
+        ],
     )?;
     Ok(result.rows.len())
 }

@@ -16,7 +16,7 @@
 //! behaves as closed).
 
 use anyhow::Result;
-use app_common::kv::{self, Update};
+use app_common::storage::kv::{self, Update};
 use serde::{Deserialize, Serialize};
 
 /// The key holding the circuit of the users component.
@@ -87,7 +87,7 @@ impl BreakerState {
 
 /// Asks the stored circuit whether to call.
 pub fn admit(key: &str, policy: &BreakerPolicy) -> Result<Admission> {
-    let now = app_common::time::now_millis();
+    let now = app_common::util::time::now_millis();
     kv::update_atomically(key, |current: Option<BreakerState>| {
         let (update, admission) = current.unwrap_or_default().admit(policy, now);
         Ok((update.map_or(Update::Keep, Update::Write), admission))
@@ -96,7 +96,7 @@ pub fn admit(key: &str, policy: &BreakerPolicy) -> Result<Admission> {
 
 /// Records a call's outcome in the stored circuit; returns the new state.
 pub fn record(key: &str, policy: &BreakerPolicy, success: bool) -> Result<BreakerState> {
-    let now = app_common::time::now_millis();
+    let now = app_common::util::time::now_millis();
     kv::update_atomically(key, |current: Option<BreakerState>| {
         let current = current.unwrap_or_default();
         let next = current.record(success, policy, now);

@@ -14,9 +14,9 @@
 //!   not. Whatever happens, the order is still served, with `user: null`.
 
 use crate::breaker::{self, Admission, BreakerPolicy};
+use accounts_model::Profile;
 use anyhow::{anyhow, bail, Context as _, Result};
-use app_common::accounts::Profile;
-use app_common::kv;
+use app_common::storage::kv;
 use spin_sdk::http::{Request, Response};
 
 pub const CACHE_PREFIX: &str = "orders:cache:user:";
@@ -62,7 +62,7 @@ impl UsersClient {
         match outcome {
             Ok(Some(profile)) => {
                 if self.cache_ttl_secs > 0 {
-                    let expires = app_common::time::now_millis() + self.cache_ttl_secs * 1000;
+                    let expires = app_common::util::time::now_millis() + self.cache_ttl_secs * 1000;
                     if let Err(e) =
                         kv::open().and_then(|s| kv::put_expiring(&s, &key, &profile, expires))
                     {
@@ -96,7 +96,7 @@ impl UsersClient {
         );
         let request = Request::get(&url)
             .header("authorization", format!("Bearer {bearer}"))
-            .header(app_common::correlation::HEADER, correlation_id)
+            .header(app_common::http::correlation::HEADER, correlation_id)
             .header("accept", "application/json")
             .build();
         let response: Response = spin_sdk::http::send(request)
@@ -125,8 +125,8 @@ fn error_code(body: &[u8]) -> Option<String> {
 }
 
 fn log(msg: &str, correlation_id: &str, e: &anyhow::Error) {
-    app_common::logging::emit_value(serde_json::json!({
-        "ts": app_common::time::rfc3339_millis(app_common::time::now_millis()),
+    app_common::telemetry::logging::emit_value(serde_json::json!({
+        "ts": app_common::util::time::rfc3339_millis(app_common::util::time::now_millis()),
         "level": "warn",
         "msg": msg,
         "component": crate::COMPONENT,

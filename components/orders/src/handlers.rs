@@ -6,32 +6,20 @@
 
 use crate::rules::{self, CreateOrderBody, NewOrder, StatusBody};
 use crate::Settings;
+use accounts_model::{etag, Profile};
 use anyhow::anyhow;
-use app_common::accounts::{etag, Profile};
-use app_common::error::Detail;
 use app_common::events::{self, Event};
-use app_common::headers::{if_match_holds, JSON_CONTENT_TYPE};
-use app_common::metrics::record_business;
-use app_common::pagination::{decode_cursor, parse_limit, Page};
-use app_common::{db, ids, ApiError, ApiRequest, ApiResponse};
+use app_common::http::error::Detail;
+use app_common::http::headers::{if_match_holds, JSON_CONTENT_TYPE};
+use app_common::http::pagination::{decode_cursor, parse_limit, Page};
+use app_common::storage::db;
+use app_common::telemetry::metrics::record_business;
+use app_common::util::ids;
+use app_common::{ApiError, ApiRequest, ApiResponse};
 use orders_model::store::{self, Idempotency, ListFilter, Order, OrderView, Replay};
 use orders_model::OrderStatus;
 use serde::Serialize;
 use serde_json::json;
-
-/// The `:id` of the route, which must be an order id (400 otherwise).
-pub fn record_id<'a>(request: &'a ApiRequest, what: &str) -> Result<&'a str, ApiError> {
-    let id = request.param("id");
-    if ids::is_uuid(id) {
-        Ok(id)
-    } else {
-        Err(ApiError::validation(vec![Detail::field(
-            "id",
-            "invalid_id",
-            format!("must be {what} id (a lower-case UUID)"),
-        )]))
-    }
-}
 
 fn not_found() -> ApiError {
     ApiError::not_found("no order has this id")
@@ -115,7 +103,7 @@ pub fn create(request: &ApiRequest, settings: &Settings) -> Result<ApiResponse, 
 }
 
 fn new_order(user_id: &str, new: NewOrder) -> Order {
-    let now = app_common::time::now_millis();
+    let now = app_common::util::time::now_millis();
     Order {
         id: ids::new_record_id(),
         user_id: Some(user_id.to_string()),
@@ -200,7 +188,7 @@ struct OrderWithUser {
 /// and `user`: the owner's profile, or `null` when it cannot be had.
 pub async fn get(request: &ApiRequest, settings: &Settings) -> Result<ApiResponse, ApiError> {
     let caller = request.authenticate()?;
-    let id = record_id(request, "an order")?;
+    let id = request.id_param("an order")?;
     let conn = store::connect()?;
     let order = store::find(&conn, id)?
         .filter(|o| rules::may_see(&caller, o))
@@ -252,7 +240,7 @@ fn precondition_failed(current_version: i64) -> ApiError {
 /// saw, so a change decided on a stale reading is 412 whenever it comes.
 pub fn change_status(request: &ApiRequest, settings: &Settings) -> Result<ApiResponse, ApiError> {
     let caller = request.authenticate()?;
-    let id = record_id(request, "an order")?;
+    let id = request.id_param("an order")?;
     let body: StatusBody = request
         .json()
         .inspect_err(|_| record_business("order_status_change", "invalid"))?;

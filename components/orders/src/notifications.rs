@@ -2,9 +2,8 @@
 //! `order-events` component (one per handled event) into the
 //! `notifications` table; this component serves them to their owner.
 
-use crate::handlers::record_id;
-use app_common::error::Detail;
-use app_common::pagination::{decode_cursor, parse_limit, Page};
+use app_common::http::error::Detail;
+use app_common::http::pagination::{decode_cursor, parse_limit, Page};
 use app_common::{ApiError, ApiRequest, ApiResponse};
 use orders_model::notifications::{self, Notification, NotificationView};
 use orders_model::store;
@@ -46,7 +45,7 @@ pub fn list(request: &ApiRequest) -> Result<ApiResponse, ApiError> {
 /// (reading it again keeps the first time). Only its owner finds it.
 pub fn mark_read(request: &ApiRequest) -> Result<ApiResponse, ApiError> {
     let caller = request.authenticate()?;
-    let id = record_id(request, "a notification")?;
+    let id = request.id_param("a notification")?;
     let conn = store::connect()?;
     let notification = notifications::mark_read(&conn, id, &caller.user_id)?
         .ok_or_else(|| ApiError::not_found("no notification has this id"))?;

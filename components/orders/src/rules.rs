@@ -2,8 +2,8 @@
 //! look like and what it costs, what an idempotency key is, and who may
 //! move an order to which status.
 
-use app_common::error::Detail;
-use app_common::validate::Problems;
+use app_common::http::error::Detail;
+use app_common::http::validate::Problems;
 use app_common::{ApiError, Principal};
 use orders_model::currency;
 use orders_model::store::{Order, OrderLine, ShippingAddress};
@@ -64,7 +64,7 @@ impl NewOrder {
     /// different order is a reuse, not a replay.
     pub fn fingerprint(&self) -> String {
         let canonical = serde_json::to_vec(self).expect("a new order always serialises");
-        app_common::ids::sha256_hex(&canonical)
+        app_common::util::ids::sha256_hex(&canonical)
     }
 }
 
@@ -318,11 +318,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.status, 400);
-        let fields: Vec<&str> = e
-            .details
-            .iter()
-            .map(|d| d.field.as_deref().unwrap())
-            .collect();
+        let fields = fields(&e);
         assert_eq!(
             fields,
             [
@@ -359,11 +355,7 @@ mod tests {
             "shippingAddress": a, "currency": "USD"
         })))
         .unwrap_err();
-        let fields: Vec<&str> = e
-            .details
-            .iter()
-            .map(|d| d.field.as_deref().unwrap())
-            .collect();
+        let fields = fields(&e);
         assert_eq!(
             fields,
             ["shippingAddress.street", "shippingAddress.zipCode"]
@@ -400,6 +392,13 @@ mod tests {
         for bad in ["", "a b", "ключ", &"k".repeat(256)] {
             assert_eq!(idempotency_key(Some(bad)).unwrap_err().status, 400, "{bad}");
         }
+    }
+
+    fn fields(e: &ApiError) -> Vec<&str> {
+        e.details
+            .iter()
+            .map(|d| d.field.as_deref().unwrap())
+            .collect()
     }
 
     fn caller(role: Role) -> Principal {

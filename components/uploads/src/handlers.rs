@@ -16,12 +16,12 @@ use crate::rules::{
 use crate::store::{self, KvChunks, Upload};
 use anyhow::{anyhow, bail};
 use app_common::config::var_u64;
-use app_common::db::Connection;
-use app_common::error::Detail;
-use app_common::ids::{self, random_bytes};
-use app_common::metrics::{add_to_counter, record_business};
-use app_common::pagination::{decode_cursor, parse_limit, Page};
-use app_common::time::{now_millis, rfc3339_millis};
+use app_common::http::error::Detail;
+use app_common::http::pagination::{decode_cursor, parse_limit, Page};
+use app_common::storage::db::Connection;
+use app_common::telemetry::metrics::{add_to_counter, record_business};
+use app_common::util::ids;
+use app_common::util::time::{now_millis, rfc3339_millis};
 use app_common::{ApiError, ApiRequest, ApiResponse, Principal};
 use serde::Serialize;
 
@@ -79,18 +79,7 @@ impl From<&Upload> for UploadView {
 
 /// A new upload id: a random (version 4) UUID, so ids reveal nothing.
 fn new_upload_id() -> String {
-    let mut b = random_bytes::<16>();
-    b[6] = 0x40 | (b[6] & 0x0f);
-    b[8] = 0x80 | (b[8] & 0x3f);
-    let h = ids::hex(&b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    ids::new_random_id()
 }
 
 fn not_found() -> ApiError {
@@ -104,14 +93,7 @@ fn visible_upload(
     caller: &Principal,
     request: &ApiRequest,
 ) -> Result<Upload, ApiError> {
-    let id = request.param("id");
-    if !ids::is_uuid(id) {
-        return Err(ApiError::validation(vec![Detail::field(
-            "id",
-            "invalid_id",
-            "must be an upload id (a lower-case UUID)",
-        )]));
-    }
+    let id = request.id_param("an upload")?;
     store::find(conn, id)?
         .filter(|u| caller.is_admin() || u.owner_id == caller.user_id)
         .ok_or_else(not_found)

@@ -9,7 +9,7 @@
 //! [`FileIntake::chunks_written`] says how far it got.
 
 use crate::rules::{sniff, FileType, Sniff, CHUNK_SIZE};
-use app_common::ids::hex;
+use app_common::util::ids::hex;
 
 /// Where chunks go.
 pub trait ChunkStore {
@@ -216,7 +216,7 @@ mod tests {
             assert_eq!(file.file_type, FileType::Png);
             assert_eq!(file.size, 100);
             assert_eq!(file.chunk_count, 4);
-            assert_eq!(file.sha256, app_common::ids::sha256_hex(&bytes));
+            assert_eq!(file.sha256, app_common::util::ids::sha256_hex(&bytes));
             let keys: Vec<&String> = store.values.keys().collect();
             assert_eq!(
                 keys,

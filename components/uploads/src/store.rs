@@ -18,9 +18,9 @@
 use crate::intake::{chunk_key, remove_chunks, ChunkStore, ReceivedFile};
 use crate::rules::FileType;
 use anyhow::{anyhow, Context as _, Result};
-use app_common::db::{self, exec, text};
-use app_common::db::{Connection, QueryResult, Value};
-use app_common::time::now_millis;
+use app_common::storage::db::{self, exec, text};
+use app_common::storage::db::{Connection, QueryResult, Value};
+use app_common::util::time::now_millis;
 use spin_sdk::key_value::Store;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -91,7 +91,7 @@ pub struct KvChunks(pub Store);
 
 impl KvChunks {
     pub fn open() -> Result<KvChunks> {
-        Ok(KvChunks(app_common::kv::open()?))
+        Ok(KvChunks(app_common::storage::kv::open()?))
     }
 
     pub fn get(&self, id: &str, n: u64) -> Result<Option<Vec<u8>>> {
@@ -110,7 +110,7 @@ impl ChunkStore for KvChunks {
     }
 
     fn delete(&mut self, key: &str) -> Result<()> {
-        app_common::kv::delete(&self.0, key)
+        app_common::storage::kv::delete(&self.0, key)
     }
 }
 
@@ -133,8 +133,9 @@ fn uploads(result: &QueryResult) -> Result<Vec<Upload>> {
         .rows
         .iter()
         .map(|row| {
-            let s = |i: usize| app_common::db::column_text(row, "uploads", i);
-            let n = |i: usize| app_common::db::column_int(row, "uploads", i).map(|n| n as u64);
+            let s = |i: usize| app_common::storage::db::column_text(row, "uploads", i);
+            let n =
+                |i: usize| app_common::storage::db::column_int(row, "uploads", i).map(|n| n as u64);
             let media_type = s(3)?;
             Ok(Upload {
                 id: s(0)?,

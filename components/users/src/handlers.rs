@@ -1,6 +1,6 @@
 //! The users routes: each authenticates the caller, checks what they may
 //! do ([`app_common::Principal`], [`crate::rules`]) and reads or writes the
-//! shared account records ([`app_common::accounts`]).
+//! shared account records ([`accounts_model`]).
 //!
 //! Reads go through [`KvCache`] (entries expire after
 //! `user_cache_ttl_seconds`); every write invalidates the record's entry.
@@ -8,14 +8,16 @@
 //! is a 412 and nothing is written.
 
 use crate::rules::{plan_patch, precondition_holds, PatchBody};
+use accounts_model::{self as accounts, etag, Account, ListFilter, Profile, WriteConflict};
 use anyhow::anyhow;
-use app_common::accounts::{self, etag, Account, ListFilter, Profile, WriteConflict};
-use app_common::cache::KvCache;
-use app_common::error::Detail;
 use app_common::events::{Event, EventSettings};
-use app_common::pagination::{decode_cursor, parse_limit, Page};
-use app_common::validate::normalize_email;
-use app_common::{db, ids, password, ApiError, ApiRequest, ApiResponse, Principal, Role};
+use app_common::http::error::Detail;
+use app_common::http::pagination::{decode_cursor, parse_limit, Page};
+use app_common::http::validate::normalize_email;
+use app_common::security::password;
+use app_common::storage::cache::KvCache;
+use app_common::storage::db;
+use app_common::{ApiError, ApiRequest, ApiResponse, Principal, Role};
 
 /// Attempts of a write without `If-Match` that lost a race to another
 /// writer before giving up with 409.
@@ -23,20 +25,6 @@ const WRITE_ATTEMPTS: usize = 3;
 
 pub fn profile_cache(ttl_secs: u64) -> KvCache {
     KvCache::new("users:cache:user:", ttl_secs)
-}
-
-/// The `:id` of the route, which must be a user id (400 otherwise).
-fn target_id(request: &ApiRequest) -> Result<&str, ApiError> {
-    let id = request.param("id");
-    if ids::is_uuid(id) {
-        Ok(id)
-    } else {
-        Err(ApiError::validation(vec![Detail::field(
-            "id",
-            "invalid_id",
-            "must be a user id (a lower-case UUID)",
-        )]))
-    }
 }
 
 fn not_found() -> ApiError {
@@ -103,7 +91,7 @@ pub fn me(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiError
 /// `GET /api/users/:id` (self or admin) → the profile, with its `ETag`.
 pub fn get(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiError> {
     let caller = request.authenticate()?;
-    let id = target_id(request)?;
+    let id = request.id_param("a user")?;
     caller.require_self_or_admin(id)?;
     let profile = cached_profile(cache, id)?.ok_or_else(not_found)?;
     profile_response(&profile)
@@ -117,7 +105,7 @@ pub fn get(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiErro
 /// (`access_token_ttl_seconds`, default 900).
 pub fn patch(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiError> {
     let caller = request.authenticate()?;
-    let id = target_id(request)?;
+    let id = request.id_param("a user")?;
     caller.require_self_or_admin(id)?;
     let body: PatchBody = request.json()?;
     let if_match = request.header("if-match");
@@ -133,9 +121,9 @@ pub fn patch(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiEr
                 cache.invalidate(id)?;
                 if account.password_hash != current.password_hash {
                     let access_ttl = app_common::config::var_u64("access_token_ttl_seconds", 900)?;
-                    app_common::tokens::revoke_user_tokens(
+                    app_common::security::tokens::revoke_user_tokens(
                         id,
-                        app_common::time::now_millis(),
+                        app_common::util::time::now_millis(),
                         access_ttl,
                     )?;
                 }
@@ -199,7 +187,7 @@ pub fn delete(
     events: &EventSettings,
 ) -> Result<ApiResponse, ApiError> {
     let caller = request.authenticate()?;
-    let id = target_id(request)?;
+    let id = request.id_param("a user")?;
     caller.require_self_or_admin(id)?;
     let conn = accounts::connect()?;
     let expected_version = match request.header("if-match") {

@@ -1,8 +1,10 @@
 //! The users component's rules as plain functions: who may change what,
 //! what a patch must look like, and when an `If-Match` precondition holds.
 
-use app_common::accounts::Account;
-use app_common::validate::{check_email, check_name, check_password, normalize_email, Problems};
+use accounts_model::Account;
+use app_common::http::validate::{
+    check_email, check_name, check_password, normalize_email, Problems,
+};
 use app_common::{ApiError, Principal, Role};
 use serde::Deserialize;
 
@@ -102,9 +104,9 @@ pub fn plan_patch(
 }
 
 /// Whether an `If-Match` header allows writing a record at
-/// `current_version` (shared with orders: [`app_common::headers::if_match_holds`]).
+/// `current_version` (shared with orders: [`app_common::http::headers::if_match_holds`]).
 pub fn precondition_holds(if_match: Option<&str>, current_version: i64) -> bool {
-    app_common::headers::if_match_holds(if_match, current_version)
+    app_common::http::headers::if_match_holds(if_match, current_version)
 }
 
 #[cfg(test)]

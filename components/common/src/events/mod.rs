@@ -99,9 +99,9 @@ impl Event {
     pub fn new(kind: &str, correlation_id: &str, data: Value) -> Event {
         Event::at(
             kind,
-            &crate::ids::new_record_id(),
+            &crate::util::ids::new_record_id(),
             correlation_id,
-            crate::time::now_millis(),
+            crate::util::time::now_millis(),
             data,
         )
     }
@@ -118,7 +118,7 @@ impl Event {
             version: VERSION,
             event_id: event_id.to_string(),
             correlation_id: correlation_id.to_string(),
-            occurred_at: crate::time::rfc3339_millis(unix_millis),
+            occurred_at: crate::util::time::rfc3339_millis(unix_millis),
             data,
         }
     }
