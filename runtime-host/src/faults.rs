@@ -16,7 +16,7 @@
 //! A capability may be named several times (`sqlite=latency:5ms,sqlite=busy:0.01`):
 //! delays add up, then the first failure that fires wins.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use std::fmt;
 use std::time::Duration;
 

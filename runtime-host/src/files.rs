@@ -13,7 +13,7 @@
 //! A pattern or source that leaves the app's directory (`..`, an absolute
 //! path) is refused before the host listens.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use std::path::{Component as PathPart, Path, PathBuf};
 
 /// One entry of a component's `files`.
@@ -61,7 +61,9 @@ impl FileMount {
             FileMount::Directory { source, .. } => source,
         };
         if !stays_inside(inside) {
-            bail!("`files` entry `{inside}` leaves the app's directory: give a path relative to it, without `..`");
+            bail!(
+                "`files` entry `{inside}` leaves the app's directory: give a path relative to it, without `..`"
+            );
         }
         Ok(mount)
     }

@@ -25,7 +25,11 @@ fn iterations() -> usize {
 fn manifest_like(noise: &str) -> String {
     format!(
         "spin_manifest_version = 2\n[application]\nname = \"f\"\n[[trigger.http]]\nroute = \"{}\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\n{noise}",
-        noise.chars().take(40).filter(|c| *c != '"' && *c != '\\').collect::<String>()
+        noise
+            .chars()
+            .take(40)
+            .filter(|c| *c != '"' && *c != '\\')
+            .collect::<String>()
     )
 }
 

@@ -18,7 +18,7 @@
 //! Unknown tables, keys and types are errors that name the file.
 
 use crate::capabilities::key_value::{self, KeyValueStore, SqliteKeyValue};
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

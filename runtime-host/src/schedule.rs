@@ -8,7 +8,7 @@
 //! Headers (`--schedule-header 'authorization: Bearer {{ maintenance_token }}'`)
 //! may use the app's variables; their values are never printed.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use http::{HeaderName, HeaderValue};
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -9,7 +9,7 @@
 //! Values of `secret = true` variables are never printed.
 
 use crate::manifest::App;
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use std::collections::BTreeMap;
 
 /// Checks Spin's variable name rule: lower-case ASCII letters, digits and
@@ -22,7 +22,9 @@ pub fn validate_name(name: &str) -> Result<()> {
         && !name.contains("__")
         && !name.ends_with('_');
     if !ok {
-        bail!("variable names use lower-case letters, digits and single underscores, starting with a letter (got `{name}`)");
+        bail!(
+            "variable names use lower-case letters, digits and single underscores, starting with a letter (got `{name}`)"
+        );
     }
     Ok(())
 }
@@ -116,7 +118,9 @@ impl Variables {
         }
         for (name, _) in cli {
             if !app.variables.contains_key(name) {
-                bail!("--variable {name}=...: the manifest declares no variable `{name}` in [variables]");
+                bail!(
+                    "--variable {name}=...: the manifest declares no variable `{name}` in [variables]"
+                );
             }
         }
         let secrets = app

@@ -1,6 +1,6 @@
 //! Helpers for black-box tests of the application's HTTP API.
 
-use crate::{send, wasm, Host, Reply};
+use crate::{Host, Reply, send, wasm};
 use bytes::Bytes;
 use std::path::Path;
 

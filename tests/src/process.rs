@@ -1,8 +1,8 @@
 //! The host process: paths of what was built, scratch directories, starting
 //! and stopping `runtime-host`, reading its logs.
 
-use crate::{wait_until, RedisServer};
-use anyhow::{bail, Context as _, Result};
+use crate::{RedisServer, wait_until};
+use anyhow::{Context as _, Result, bail};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! The services a test starts beside the host, each its own process on a
 //! free port: Redis, an MQTT broker, PostgreSQL.
 
-use crate::{free_port, TempDir};
+use crate::{TempDir, free_port};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

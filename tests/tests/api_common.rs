@@ -4,10 +4,10 @@
 //! structured and redacted request logs, and the OpenAPI document (valid,
 //! and describing exactly the routes the components serve).
 
-use app_tests::app::{self, assert_api_contract, assert_error, authed, json, register_ok, Keys};
+use app_tests::app::{self, Keys, assert_api_contract, assert_error, authed, json, register_ok};
 use app_tests::{Host, PATIENCE};
 use jwt_simple::prelude::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,7 +67,9 @@ async fn every_response_carries_the_contract_errors_included() {
     let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses,
-        [200, 200, 200, 200, 403, 400, 404, 401, 404, 405, 204, 415, 413, 409, 204]
+        [
+            200, 200, 200, 200, 403, 400, 404, 401, 404, 405, 204, 415, 413, 409, 204
+        ]
     );
     for r in &replies {
         assert_api_contract(r);
@@ -193,10 +195,11 @@ async fn cors_answers_allowed_origins_only() {
         r.header("access-control-allow-origin"),
         Some("http://localhost:5173")
     );
-    assert!(r
-        .header("access-control-expose-headers")
-        .unwrap()
-        .contains("x-correlation-id"));
+    assert!(
+        r.header("access-control-expose-headers")
+            .unwrap()
+            .contains("x-correlation-id")
+    );
     let r = app::call(
         &host,
         "GET",
@@ -266,10 +269,12 @@ async fn json_bodies_are_strict_and_limited() {
         (detail["line"].as_u64(), detail["column"].as_u64()),
         (Some(2), Some(11))
     );
-    assert!(r.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("line 2 column 11"));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 2 column 11")
+    );
 
     let r = post(
         json!({"name": "Ada", "email": "a@b.io", "password": app::PASSWORD, "admin": true})

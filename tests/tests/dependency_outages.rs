@@ -6,8 +6,8 @@
 
 mod orders_support;
 
-use app_tests::app::{self, register, register_ok, PASSWORD};
-use app_tests::{eventually, Host, PostgresServer, RedisServer, Reply};
+use app_tests::app::{self, PASSWORD, register, register_ok};
+use app_tests::{Host, PostgresServer, RedisServer, Reply, eventually};
 use orders_support::*;
 use std::future::Future;
 use std::time::Duration;

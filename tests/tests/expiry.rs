@@ -7,11 +7,11 @@
 
 mod orders_support;
 
-use app_tests::app::{self, authed, json, login, register_ok, Keys, PASSWORD};
-use app_tests::{eventually, send, Host, HttpClient};
+use app_tests::app::{self, Keys, PASSWORD, authed, json, login, register_ok};
+use app_tests::{Host, HttpClient, eventually, send};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr};

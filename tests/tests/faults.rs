@@ -5,8 +5,8 @@
 mod orders_support;
 
 use app_tests::app::{self, PASSWORD};
-use app_tests::{eventually, Host};
-use orders_support::{create, order_body, start_with, DELIVERY};
+use app_tests::{Host, eventually};
+use orders_support::{DELIVERY, create, order_body, start_with};
 use std::time::Duration;
 
 fn start_faulty(spec: &str) -> Host {

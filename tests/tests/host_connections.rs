@@ -4,7 +4,7 @@
 //! `--max-connections` are refused with a complete 503 instead of piling up
 //! until the host runs out of file descriptors.
 
-use app_tests::{eventually, get, wasm, Host};
+use app_tests::{Host, eventually, get, wasm};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

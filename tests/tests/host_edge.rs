@@ -4,7 +4,7 @@
 //! traffic over its per-app budget is warned about — while `local` (the
 //! default) stays as it was.
 
-use app_tests::{client, eventually, send, start_failure, wasm, Host, TempDir};
+use app_tests::{Host, TempDir, client, eventually, send, start_failure, wasm};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 

@@ -2,7 +2,7 @@
 //! `exclude_files`) at their relative paths, directories at a destination,
 //! all read-only; bad entries refused at start with the reason.
 
-use app_tests::{get, request, start_failure, wasm, Host};
+use app_tests::{Host, get, request, start_failure, wasm};
 
 fn manifest(files: &str) -> String {
     format!(

@@ -1,7 +1,7 @@
 //! HTTP trigger: Spin route precedence, `spin-*` headers, 404, chaining and
 //! outbound allow-lists, on WASIp2 components.
 
-use app_tests::{get, wasm, Host};
+use app_tests::{Host, get, wasm};
 
 fn manifest() -> String {
     let app = wasm("fixture-p2-app");

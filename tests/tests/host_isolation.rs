@@ -2,7 +2,7 @@
 //! memory fails only its own request; deadlines, overload and graceful
 //! shutdown.
 
-use app_tests::{get, wasm, Host, PATIENCE};
+use app_tests::{Host, PATIENCE, get, wasm};
 use std::time::{Duration, Instant};
 
 fn manifest() -> String {

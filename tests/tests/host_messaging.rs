@@ -2,7 +2,7 @@
 //! letters, durability) and real `redis-server` (pub/sub, reconnection,
 //! key-value on Redis).
 
-use app_tests::{eventually, request, wasm, Host, RedisServer};
+use app_tests::{Host, RedisServer, eventually, request, wasm};
 use std::time::Duration;
 
 fn manifest(address: &str) -> String {

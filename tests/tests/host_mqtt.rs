@@ -2,7 +2,7 @@
 //! `spin:mqtt@3.0.0` from a spin-sdk 7 one) against a real `mosquitto`,
 //! observed by a real subscriber.
 
-use app_tests::{request, wasm, Host, MqttBroker};
+use app_tests::{Host, MqttBroker, request, wasm};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use std::time::Duration;
 use tokio::sync::mpsc;

@@ -1,7 +1,7 @@
 //! WASIp3 components (spin-sdk 7, `wasi:http/handler@0.3.0`): the same
 //! capabilities through the `spin:*@3` interfaces, and concurrent reuse.
 
-use app_tests::{get, request, wasm, Host, RedisServer};
+use app_tests::{Host, RedisServer, get, request, wasm};
 use std::time::Duration;
 
 /// `redis` is the address outbound Redis calls go to (a real server).
@@ -75,10 +75,12 @@ async fn p3_components_use_every_capability() {
         );
     }
     assert_eq!(get(host.url("/p3/var/colour")).await.json(), "teal");
-    assert!(get(host.url("/p3/var/nope"))
-        .await
-        .text()
-        .contains("Undefined"));
+    assert!(
+        get(host.url("/p3/var/nope"))
+            .await
+            .text()
+            .contains("Undefined")
+    );
 
     let sql = |s: &'static str| request("POST", host.url("/p3/sql/default"), s);
     assert_eq!(sql("CREATE TABLE t (a INTEGER, b TEXT)").await.status, 200);

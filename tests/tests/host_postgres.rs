@@ -4,8 +4,8 @@
 //! `fermyon:spin/postgres@2.0.0` (see the fixture's `/pg/:version` route);
 //! the p3 fixture (spin-sdk 7) uses `spin:postgres@4.2.0`'s async functions.
 
-use app_tests::{free_port, request, wasm, Host, PostgresServer, PATIENCE};
-use serde_json::{json, Value};
+use app_tests::{Host, PATIENCE, PostgresServer, free_port, request, wasm};
+use serde_json::{Value, json};
 
 /// A host with the p2 fixture at `/ok/...` (allowed `allowed`) and at
 /// `/denied/...` (allowed only another port), and the p3 fixture at

@@ -2,7 +2,7 @@
 //! as `allowed_outbound_hosts` says, CIDR ranges and templated entries
 //! included (Spin's `tcp-sockets*` conformance cases).
 
-use app_tests::{get, request, wasm, Host};
+use app_tests::{Host, get, request, wasm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A host whose one component may reach `entries`; the variables `net`

@@ -1,7 +1,7 @@
 //! Key-value, `wasi:keyvalue` atomics, SQLite and variables on the embedded
 //! backends, through a WASIp2 component.
 
-use app_tests::{get, request, wasm, Host};
+use app_tests::{Host, get, request, wasm};
 
 fn manifest() -> String {
     let app = wasm("fixture-p2-app");

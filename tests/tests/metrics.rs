@@ -4,7 +4,7 @@
 //! readiness follows the stores.
 
 use app_tests::app;
-use app_tests::{ensure_python_package, get, Host, RedisServer};
+use app_tests::{Host, RedisServer, ensure_python_package, get};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -64,10 +64,11 @@ json.dump({"samples": samples, "types": types}, sys.stdout)
 async fn scrape(host: &Host) -> (String, BTreeMap<String, f64>, BTreeMap<String, String>) {
     let r = get(host.url("/metrics")).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r
-        .header("content-type")
-        .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     let text = r.text();
     let (samples, types) = parse(&text);
     (text, samples, types)

@@ -7,9 +7,9 @@
 mod orders_support;
 
 use app_tests::app::{self, assert_api_contract, assert_error, authed, register_ok};
-use app_tests::{eventually, wait_until, RedisServer};
+use app_tests::{RedisServer, eventually, wait_until};
 use orders_support::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::time::Duration;
 
 #[tokio::test]
@@ -36,10 +36,12 @@ async fn order_changes_notify_their_owner() {
     assert_eq!(set_status(&host, &admin, &id, "paid").await.status, 200);
     let got = wait_for_notifications(&host, &ada, 2).await;
     assert_eq!(got[0]["type"], "order.status_changed", "newest first");
-    assert!(got[0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("Payment received"));
+    assert!(
+        got[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Payment received")
+    );
 
     // Marking read; only the owner can.
     let nid = got[1]["id"].as_str().unwrap().to_string();
@@ -220,9 +222,11 @@ async fn failing_messages_are_retried_then_dead_lettered() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(letters.len(), 2, "{letters:?}");
-    assert!(letters
-        .iter()
-        .all(|l| l["component"] == "order-events" && l["attempts"] == 3));
+    assert!(
+        letters
+            .iter()
+            .all(|l| l["component"] == "order-events" && l["attempts"] == 3)
+    );
     assert!(
         letters.iter().any(|l| l["payload"] == "not json"),
         "{letters:?}"

@@ -8,7 +8,7 @@ mod orders_support;
 use app_tests::app::{self, assert_error, authed, register_ok};
 use app_tests::{Host, Reply};
 use orders_support::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// `PATCH /api/orders/{id}/status`, with `If-Match` when given.
 async fn change(host: &Host, token: &str, id: &str, status: &str, if_match: Option<&str>) -> Reply {

@@ -7,9 +7,9 @@
 mod orders_support;
 
 use app_tests::app::{self, assert_api_contract, assert_error, authed, register_ok};
-use app_tests::{wait_until, Reply, PATIENCE};
+use app_tests::{PATIENCE, Reply, wait_until};
 use orders_support::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::time::Duration;
 
 const UNKNOWN_ID: &str = "0190aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee";

@@ -8,7 +8,7 @@
 mod orders_support;
 
 use app_tests::app::{self, Keys};
-use app_tests::{eventually, Host, PostgresServer, RedisServer, TempDir};
+use app_tests::{Host, PostgresServer, RedisServer, TempDir, eventually};
 use orders_support::order_body;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

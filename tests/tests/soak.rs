@@ -10,7 +10,7 @@
 mod orders_support;
 
 use app_tests::app::{self, PASSWORD};
-use app_tests::{eventually, Host};
+use app_tests::{Host, eventually};
 use orders_support::{create, order_body, start_with};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

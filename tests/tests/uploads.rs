@@ -5,7 +5,7 @@
 //! owners and admins see an upload, and no failed, aborted or deleted
 //! upload leaves a chunk behind (checked in the host's key-value file).
 
-use app_tests::app::{self, assert_api_contract, assert_error, authed, register_ok, Keys};
+use app_tests::app::{self, Keys, assert_api_contract, assert_error, authed, register_ok};
 use app_tests::{Host, Reply};
 use jwt_simple::prelude::*;
 use std::time::Duration;
@@ -639,7 +639,9 @@ async fn types_come_from_magic_bytes_and_names_are_sanitised() {
     let r = authed(&host, "GET", &format!("/api/uploads/{id}/content"), &ada).await;
     assert_eq!(
         r.header("content-disposition"),
-        Some("attachment; filename=\"r_sum_ _.gif\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%82%AC.gif")
+        Some(
+            "attachment; filename=\"r_sum_ _.gif\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%82%AC.gif"
+        )
     );
     let long = format!("{}.gif", "n".repeat(1000));
     let r = upload_raw(

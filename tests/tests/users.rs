@@ -3,10 +3,10 @@
 //! and race-free unique e-mail addresses.
 
 use app_tests::app::{
-    self, assert_api_contract, assert_error, authed, json, login, register, register_ok, Keys,
-    PASSWORD,
+    self, Keys, PASSWORD, assert_api_contract, assert_error, authed, json, login, register,
+    register_ok,
 };
-use app_tests::{wait_until, Host, Reply, PATIENCE};
+use app_tests::{Host, PATIENCE, Reply, wait_until};
 use jwt_simple::prelude::*;
 use serde_json::json;
 

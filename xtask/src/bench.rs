@@ -6,7 +6,7 @@
 //! machines. The host and `wrk` share the machine's cores, as a developer's
 //! laptop would.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

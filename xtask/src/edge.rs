@@ -17,9 +17,9 @@
 //!   the key-value read it would save;
 //! - paths are relative to `deploy/edge/`.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use std::path::Path;
-use toml_edit::{value, DocumentMut, InlineTable, Item, Table};
+use toml_edit::{DocumentMut, InlineTable, Item, Table, value};
 
 /// Where the edge manifest lives, relative to the workspace root.
 pub const EDGE_MANIFEST: &str = "deploy/edge/spin.toml";
@@ -120,7 +120,9 @@ pub fn derive(root_manifest: &str) -> Result<String> {
         .context("spin.toml has no [[trigger.http]]")?;
     for component in &consumers {
         if component != PRIVATE_EVENTS_COMPONENT {
-            bail!("component `{component}` has a Redis trigger; the edge profile only knows how to deliver events to `{PRIVATE_EVENTS_COMPONENT}` over HTTP");
+            bail!(
+                "component `{component}` has a Redis trigger; the edge profile only knows how to deliver events to `{PRIVATE_EVENTS_COMPONENT}` over HTTP"
+            );
         }
         let mut route = InlineTable::new();
         route.insert("private", true.into());

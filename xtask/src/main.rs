@@ -22,7 +22,7 @@
 mod bench;
 mod edge;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -70,7 +70,9 @@ fn run() -> Result<()> {
         "fuzz" => fuzz(&root, flag_value(rest, "--iterations").unwrap_or("1000000")),
         "edge-manifest" => edge::write(&root),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <build | up [-- runtime-host args] | test [-- cargo test args] | bench [--quick] [--no-build] | soak [--minutes N] | fuzz [--iterations N] | edge-manifest>");
+            println!(
+                "usage: cargo xtask <build | up [-- runtime-host args] | test [-- cargo test args] | bench [--quick] [--no-build] | soak [--minutes N] | fuzz [--iterations N] | edge-manifest>"
+            );
             Ok(())
         }
         other => bail!("unknown task `{other}`; try `cargo xtask help`"),
@@ -500,7 +502,9 @@ fn apt_install(package: &str) -> Result<()> {
         .unwrap_or(false);
     let sudo = !is_root && which("sudo");
     if (!is_root && !sudo) || !which("apt-get") {
-        bail!("this task needs `{package}`; install the Debian/Ubuntu package `{package}` (apt-get install {package}) and run again");
+        bail!(
+            "this task needs `{package}`; install the Debian/Ubuntu package `{package}` (apt-get install {package}) and run again"
+        );
     }
     eprintln!("xtask: installing {package} (Debian package)");
     let apt = |args: &[&str]| {

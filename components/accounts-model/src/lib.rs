@@ -10,10 +10,10 @@
 //! [`Profile`] is the only outward view of a record: it has no password
 //! hash, so none can reach a response, a cache entry or a log.
 
-use anyhow::{anyhow, Result};
+use anyhow::{Result, anyhow};
 use app_common::security::principal::Role;
-use app_common::storage::db::{exec, is_unique_violation, text};
 use app_common::storage::db::{Connection, QueryResult, Value};
+use app_common::storage::db::{exec, is_unique_violation, text};
 use app_common::util::time::rfc3339_millis;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};

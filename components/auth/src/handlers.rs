@@ -13,7 +13,7 @@ use crate::{lockout, signing::Signer};
 use accounts_model::{self as accounts, Account, NewAccount, Profile, WriteConflict};
 use anyhow::anyhow;
 use app_common::http::validate::{
-    check_email, check_name, check_password, normalize_email, Problems,
+    Problems, check_email, check_name, check_password, normalize_email,
 };
 use app_common::security::{password, tokens};
 use app_common::telemetry::metrics::record_business;
@@ -261,18 +261,18 @@ pub fn refresh(request: &ApiRequest, settings: &AuthSettings) -> Result<ApiRespo
         Outcome::Reused => {
             return Err(ApiError::unauthenticated(
                 "this refresh token was already used; its whole session has been revoked",
-            ))
+            ));
         }
         Outcome::Revoked => {
             return Err(ApiError::unauthenticated(
                 "this refresh token has been revoked",
-            ))
+            ));
         }
         Outcome::Expired => {
-            return Err(ApiError::unauthenticated("this refresh token has expired"))
+            return Err(ApiError::unauthenticated("this refresh token has expired"));
         }
         Outcome::Unknown => {
-            return Err(ApiError::unauthenticated("this refresh token is not valid"))
+            return Err(ApiError::unauthenticated("this refresh token is not valid"));
         }
     };
     let next_token = next_token.ok_or_else(|| anyhow!("rotation returned no token"))?;

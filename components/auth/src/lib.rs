@@ -19,7 +19,7 @@ mod refresh;
 mod settings;
 mod signing;
 
-use app_common::{serve, ApiError, ApiRequest, ApiResponse, Router};
+use app_common::{ApiError, ApiRequest, ApiResponse, Router, serve};
 use settings::AuthSettings;
 use spin_sdk::http::{IncomingRequest, Response};
 use spin_sdk::http_component;

@@ -14,11 +14,11 @@
 use crate::lockout::LockoutPolicy;
 use crate::signing::Signer;
 use anyhow::Result;
-use app_common::config::{var, var_limit, var_u64, CommonSettings};
+use app_common::ApiError;
+use app_common::config::{CommonSettings, var, var_limit, var_u64};
 use app_common::http::rate_limit::Limit;
 use app_common::http::validate::normalize_email;
 use app_common::security::tokens::PublicKeySet;
-use app_common::ApiError;
 
 pub struct AuthSettings {
     /// The signer, or why there is none (answered with 503).

@@ -9,7 +9,7 @@
 //! `Ed25519KeyPair::to_bytes` writes it). There is no built-in key: without
 //! the variable, routes that issue tokens answer 503.
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{Context as _, Result, anyhow};
 use app_common::security::principal::Role;
 use app_common::security::tokens::{AccessClaims, TokenPolicy};
 use app_common::util::encoding::decode_base64;
@@ -86,7 +86,7 @@ impl Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use app_common::security::tokens::{verify, PublicKeySet};
+    use app_common::security::tokens::{PublicKeySet, verify};
     use app_common::util::encoding::base64url;
 
     fn policy() -> TokenPolicy {

@@ -15,7 +15,7 @@
 use crate::http::cors::CorsPolicy;
 use crate::http::rate_limit::Limit;
 use crate::security::tokens::{PublicKeySet, TokenPolicy};
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 pub const DEFAULT_JSON_BODY_LIMIT: u64 = 100 * 1024;
 pub const DEFAULT_ISSUER: &str = "app-auth";

@@ -7,7 +7,7 @@
 //! present so each series is complete. `http_requests_total` is the sum of
 //! each `(component, method, route, status)` series' buckets.
 
-use app_common::telemetry::metrics::{escape_label_value, DURATION_BUCKETS, PREFIX};
+use app_common::telemetry::metrics::{DURATION_BUCKETS, PREFIX, escape_label_value};
 use std::collections::BTreeMap;
 
 /// Labels as ordered `(name, value)` pairs.

@@ -12,7 +12,7 @@ pub mod exposition;
 mod maintenance;
 mod readiness;
 
-use app_common::{serve, ApiError, ApiRequest, ApiResponse, Router};
+use app_common::{ApiError, ApiRequest, ApiResponse, Router, serve};
 use spin_sdk::http::{IncomingRequest, Response};
 use spin_sdk::http_component;
 

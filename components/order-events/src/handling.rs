@@ -1,11 +1,11 @@
 //! What one event does: [`plan`] (pure) reads the event into an effect,
 //! [`apply`] applies it in one transaction with the claim of its id.
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{Context as _, Result, anyhow};
 use app_common::events::Event;
 use app_common::storage::{db, kv};
 use orders_model::notifications::{self, Notification};
-use orders_model::{currency, store, OrderStatus};
+use orders_model::{OrderStatus, currency, store};
 use serde::Deserialize;
 
 /// How a message ended (the `outcome` label of the business metric).
@@ -239,11 +239,13 @@ mod tests {
         );
         let e = plan(&event("order.created", json!({"orderId": 5}))).unwrap_err();
         assert!(format!("{e:#}").contains("unusable data"), "{e:#}");
-        assert!(plan(&event(
-            "order.status_changed",
-            json!({"orderId": "o", "to": "lost"})
-        ))
-        .is_err());
+        assert!(
+            plan(&event(
+                "order.status_changed",
+                json!({"orderId": "o", "to": "lost"})
+            ))
+            .is_err()
+        );
     }
 
     #[test]

@@ -211,9 +211,11 @@ mod tests {
     #[test]
     fn the_table_is_sorted_and_well_formed() {
         assert!(CURRENCIES.windows(2).all(|w| w[0].0 < w[1].0));
-        assert!(CURRENCIES
-            .iter()
-            .all(|(c, e)| c.len() == 3 && c.chars().all(|ch| ch.is_ascii_uppercase()) && *e <= 4));
+        assert!(
+            CURRENCIES.iter().all(|(c, e)| c.len() == 3
+                && c.chars().all(|ch| ch.is_ascii_uppercase())
+                && *e <= 4)
+        );
     }
 
     #[test]

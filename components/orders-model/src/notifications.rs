@@ -7,9 +7,9 @@
 //! nothing. `notifications.event_id` is UNIQUE as a second guard.
 //! Claims are kept for a retention period ([`sweep_processed`]).
 
-use anyhow::{anyhow, Result};
-use app_common::storage::db::{exec, int, opt_text, text};
+use anyhow::{Result, anyhow};
 use app_common::storage::db::{Connection, QueryResult};
+use app_common::storage::db::{exec, int, opt_text, text};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 

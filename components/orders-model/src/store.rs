@@ -15,8 +15,8 @@
 //!   drops everything personal: owner, shipping address, idempotency data.
 
 use crate::status::OrderStatus;
-use anyhow::{anyhow, Context as _, Result};
-use app_common::storage::db::{self, exec, int, opt_text, text, Migrations};
+use anyhow::{Context as _, Result, anyhow};
+use app_common::storage::db::{self, Migrations, exec, int, opt_text, text};
 use app_common::storage::db::{Connection, QueryResult, Value};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -159,8 +159,7 @@ impl Order {
     }
 }
 
-const COLUMNS: &str =
-    "id, user_id, status, currency, lines, total, shipping_address, version, created_at, updated_at";
+const COLUMNS: &str = "id, user_id, status, currency, lines, total, shipping_address, version, created_at, updated_at";
 
 fn orders(result: &QueryResult) -> Result<Vec<Order>> {
     result

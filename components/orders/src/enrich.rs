@@ -15,7 +15,7 @@
 
 use crate::breaker::{self, Admission, BreakerPolicy};
 use accounts_model::Profile;
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{Context as _, Result, anyhow, bail};
 use app_common::storage::kv;
 use spin_sdk::http::{Request, Response};
 

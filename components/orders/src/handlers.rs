@@ -4,20 +4,20 @@
 //! in the same transaction and publishes it after the commit
 //! ([`app_common::events`]).
 
-use crate::rules::{self, CreateOrderBody, NewOrder, StatusBody};
 use crate::Settings;
-use accounts_model::{etag, Profile};
+use crate::rules::{self, CreateOrderBody, NewOrder, StatusBody};
+use accounts_model::{Profile, etag};
 use anyhow::anyhow;
 use app_common::events::{self, Event};
 use app_common::http::error::Detail;
-use app_common::http::headers::{if_match_holds, JSON_CONTENT_TYPE};
-use app_common::http::pagination::{decode_cursor, parse_limit, Page};
+use app_common::http::headers::{JSON_CONTENT_TYPE, if_match_holds};
+use app_common::http::pagination::{Page, decode_cursor, parse_limit};
 use app_common::storage::db;
 use app_common::telemetry::metrics::record_business;
 use app_common::util::ids;
 use app_common::{ApiError, ApiRequest, ApiResponse};
-use orders_model::store::{self, Idempotency, ListFilter, Order, OrderView, Replay};
 use orders_model::OrderStatus;
+use orders_model::store::{self, Idempotency, ListFilter, Order, OrderView, Replay};
 use serde::Serialize;
 use serde_json::json;
 
@@ -150,12 +150,12 @@ pub fn list(request: &ApiRequest) -> Result<ApiResponse, ApiError> {
                 "userId",
                 "invalid_id",
                 "must be a user id (a lower-case UUID)",
-            )]))
+            )]));
         }
         Some(id) if !caller.is_admin() && id != caller.user_id => {
             return Err(ApiError::forbidden(
                 "only administrators may list other users' orders",
-            ))
+            ));
         }
         Some(id) => Some(id),
         None if caller.is_admin() => None,

@@ -28,7 +28,7 @@ mod rules;
 
 use app_common::config::{var, var_u64};
 use app_common::events::{self, EventSettings};
-use app_common::{serve, ApiError, ApiRequest, ApiResponse, Router};
+use app_common::{ApiError, ApiRequest, ApiResponse, Router, serve};
 use breaker::BreakerPolicy;
 use enrich::UsersClient;
 use spin_sdk::http::{IncomingRequest, Response};

@@ -3,7 +3,7 @@
 //! `notifications` table; this component serves them to their owner.
 
 use app_common::http::error::Detail;
-use app_common::http::pagination::{decode_cursor, parse_limit, Page};
+use app_common::http::pagination::{Page, decode_cursor, parse_limit};
 use app_common::{ApiError, ApiRequest, ApiResponse};
 use orders_model::notifications::{self, Notification, NotificationView};
 use orders_model::store;
@@ -26,7 +26,7 @@ pub fn list(request: &ApiRequest) -> Result<ApiResponse, ApiError> {
                 "unread",
                 "invalid_boolean",
                 "must be `true` or `false`",
-            )]))
+            )]));
         }
     };
     let conn = store::connect()?;

@@ -5,9 +5,9 @@
 use app_common::http::error::Detail;
 use app_common::http::validate::Problems;
 use app_common::{ApiError, Principal};
+use orders_model::OrderStatus;
 use orders_model::currency;
 use orders_model::store::{Order, OrderLine, ShippingAddress};
-use orders_model::OrderStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
 
@@ -296,10 +296,12 @@ mod tests {
         assert_eq!(o.lines[2].line_total, 999);
         assert_eq!(o.currency, "USD");
         let max = order(
-            json!((0..100)
-                .map(|i| json!({"productId": format!("p{i}"), "quantity": 1000,
+            json!(
+                (0..100)
+                    .map(|i| json!({"productId": format!("p{i}"), "quantity": 1000,
                                 "unitPrice": MAX_UNIT_PRICE}))
-                .collect::<Vec<_>>()),
+                    .collect::<Vec<_>>()
+            ),
             "EUR",
         )
         .unwrap();
@@ -360,10 +362,12 @@ mod tests {
             fields,
             ["shippingAddress.street", "shippingAddress.zipCode"]
         );
-        assert!(serde_json::from_value::<CreateOrderBody>(json!({
-            "items": [], "shippingAddress": address(), "currency": "USD", "discount": 5
-        }))
-        .is_err());
+        assert!(
+            serde_json::from_value::<CreateOrderBody>(json!({
+                "items": [], "shippingAddress": address(), "currency": "USD", "discount": 5
+            }))
+            .is_err()
+        );
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! the answer never depends on how the client's bytes were split.
 
 use crate::rules::{MAX_FILES, MULTIPART_OVERHEAD};
+use app_common::ApiError;
 use app_common::http::body::{BodyError, BodyStream};
 use app_common::http::error::Detail;
-use app_common::ApiError;
 use futures::{Stream, StreamExt as _};
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -8,16 +8,16 @@
 //! chunks written so far are removed ([`Batch::discard`]).
 
 use crate::form::{self, FileSink};
-use crate::intake::{remove_chunks, FileIntake, IntakeError, ReceivedFile};
+use crate::intake::{FileIntake, IntakeError, ReceivedFile, remove_chunks};
 use crate::rules::{
-    self, chunks_covering, content_disposition, etag, if_range_holds, is_form_data, none_match,
-    parse_range, sanitize_name, stored_name, RangeRequest, CHUNK_SIZE, DEFAULT_UPLOAD_LIMIT,
+    self, CHUNK_SIZE, DEFAULT_UPLOAD_LIMIT, RangeRequest, chunks_covering, content_disposition,
+    etag, if_range_holds, is_form_data, none_match, parse_range, sanitize_name, stored_name,
 };
 use crate::store::{self, KvChunks, Upload};
 use anyhow::{anyhow, bail};
 use app_common::config::var_u64;
 use app_common::http::error::Detail;
-use app_common::http::pagination::{decode_cursor, parse_limit, Page};
+use app_common::http::pagination::{Page, decode_cursor, parse_limit};
 use app_common::storage::db::Connection;
 use app_common::telemetry::metrics::{add_to_counter, record_business};
 use app_common::util::ids;

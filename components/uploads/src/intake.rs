@@ -8,7 +8,7 @@
 //! a file that did not make it is the caller's job ([`remove_chunks`]):
 //! [`FileIntake::chunks_written`] says how far it got.
 
-use crate::rules::{sniff, FileType, Sniff, CHUNK_SIZE};
+use crate::rules::{CHUNK_SIZE, FileType, Sniff, sniff};
 use app_common::util::ids::hex;
 
 /// Where chunks go.

@@ -20,7 +20,7 @@ mod intake;
 mod rules;
 mod store;
 
-use app_common::{serve_with, ApiError, ApiRequest, ApiResponse, BodyMode, Router};
+use app_common::{ApiError, ApiRequest, ApiResponse, BodyMode, Router, serve_with};
 use spin_sdk::http::{IncomingRequest, Response};
 use spin_sdk::http_component;
 

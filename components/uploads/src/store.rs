@@ -15,9 +15,9 @@
 //! Migrations are idempotent and recorded in `schema_version` under
 //! [`SCHEMA`], like the account records'.
 
-use crate::intake::{chunk_key, remove_chunks, ChunkStore, ReceivedFile};
+use crate::intake::{ChunkStore, ReceivedFile, chunk_key, remove_chunks};
 use crate::rules::FileType;
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{Context as _, Result, anyhow};
 use app_common::storage::db::{self, exec, text};
 use app_common::storage::db::{Connection, QueryResult, Value};
 use app_common::util::time::now_millis;

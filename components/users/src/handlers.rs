@@ -7,12 +7,12 @@
 //! Writes compare the record version: an `If-Match` naming another version
 //! is a 412 and nothing is written.
 
-use crate::rules::{plan_patch, precondition_holds, PatchBody};
-use accounts_model::{self as accounts, etag, Account, ListFilter, Profile, WriteConflict};
+use crate::rules::{PatchBody, plan_patch, precondition_holds};
+use accounts_model::{self as accounts, Account, ListFilter, Profile, WriteConflict, etag};
 use anyhow::anyhow;
 use app_common::events::{Event, EventSettings};
 use app_common::http::error::Detail;
-use app_common::http::pagination::{decode_cursor, parse_limit, Page};
+use app_common::http::pagination::{Page, decode_cursor, parse_limit};
 use app_common::http::validate::normalize_email;
 use app_common::security::password;
 use app_common::storage::cache::KvCache;
@@ -132,11 +132,11 @@ pub fn patch(request: &ApiRequest, cache: &KvCache) -> Result<ApiResponse, ApiEr
             Err(WriteConflict::EmailTaken) => {
                 return Err(ApiError::conflict(
                     "another account already uses this e-mail address",
-                ))
+                ));
             }
             Err(WriteConflict::NotFound) => return Err(not_found()),
             Err(WriteConflict::VersionMismatch { current }) if if_match.is_some() => {
-                return Err(precondition_failed(current))
+                return Err(precondition_failed(current));
             }
             // Someone else wrote in between and the client did not pin a
             // version: apply the patch again on the newer record.

@@ -31,7 +31,7 @@ mod rules;
 
 use app_common::config::var_u64;
 use app_common::events::EventSettings;
-use app_common::{serve, ApiError, ApiRequest, ApiResponse, Router};
+use app_common::{ApiError, ApiRequest, ApiResponse, Router, serve};
 use spin_sdk::http::{IncomingRequest, Response};
 use spin_sdk::http_component;
 

@@ -3,7 +3,7 @@
 
 use accounts_model::Account;
 use app_common::http::validate::{
-    check_email, check_name, check_password, normalize_email, Problems,
+    Problems, check_email, check_name, check_password, normalize_email,
 };
 use app_common::{ApiError, Principal, Role};
 use serde::Deserialize;

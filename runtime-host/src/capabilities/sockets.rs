@@ -18,8 +18,8 @@ use crate::http::outbound::OutboundRules;
 use crate::state::ComponentContext;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::sockets::SocketAddrUse;
 
 /// Gives a new instance of `component` the sockets its manifest allows.
 pub fn configure(wasi: &mut WasiCtxBuilder, component: &Arc<ComponentContext>) {
@@ -45,7 +45,7 @@ pub fn configure(wasi: &mut WasiCtxBuilder, component: &Arc<ComponentContext>) {
 fn permits(rules: &OutboundRules, addr: SocketAddr, used: SocketAddrUse) -> bool {
     let scheme = match used {
         SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
-            return addr.ip().is_unspecified() && addr.port() == 0
+            return addr.ip().is_unspecified() && addr.port() == 0;
         }
         SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept => return false,
         SocketAddrUse::TcpConnect => "tcp",

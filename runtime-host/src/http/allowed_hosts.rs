@@ -6,7 +6,7 @@
 //! empty string (or a bare `http://`) is skipped. Outbound HTTP, Redis,
 //! MQTT, PostgreSQL and sockets all check here.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use std::ops::Range;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -11,7 +11,7 @@
 //!
 //! Components must not depend on either behaviour.
 
-use crate::state::{new_store, AppContext, ComponentContext, HostState};
+use crate::state::{AppContext, ComponentContext, HostState, new_store};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,10 +19,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmtime::component::GuestTaskId;
 use wasmtime::{Engine, Store, StoreContextMut};
+use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::handler::{
     HandlerState, Instance, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
 };
-use wasmtime_wasi_http::WasiHttpView;
 
 /// Whether a component is a WASIp2 or WASIp3 HTTP component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

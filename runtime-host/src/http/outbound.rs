@@ -12,7 +12,7 @@
 //!   bypassing the router, so private routes are reachable this way and only
 //!   this way.
 
-pub use super::allowed_hosts::{address_parts, chaining_target, OutboundRules};
+pub use super::allowed_hosts::{OutboundRules, address_parts, chaining_target};
 use crate::state::{AppContext, ComponentContext};
 use http::uri::Scheme;
 use std::future::Future;

@@ -11,7 +11,7 @@
 //! declared twice is a start-up error (Spin logs it and lets the last one
 //! win), and so is a route routefinder cannot parse (Spin too).
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use std::collections::HashMap;
 
 /// One route in the table.
@@ -90,7 +90,9 @@ impl Router {
             if let Some((other, line)) = seen.get(&based) {
                 bail!(
                     "route conflict: `{}` (component `{}`, line {}) is already routed to component `{other}` (line {line}); each route may be declared once",
-                    d.route, d.component, d.line
+                    d.route,
+                    d.component,
+                    d.line
                 );
             }
             seen.insert(based.clone(), (d.component.to_string(), d.line));

@@ -15,14 +15,14 @@ use crate::state::{AppContext, ComponentContext, HostState};
 use http::{HeaderValue, Request, Response, StatusCode};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::Semaphore;
-use wasmtime::component::InstancePre;
 use wasmtime::Engine;
-use wasmtime_wasi_http::handler::{ProxyHandler, ProxyPre};
+use wasmtime::component::InstancePre;
 use wasmtime_wasi_http::WasiBody;
+use wasmtime_wasi_http::handler::{ProxyHandler, ProxyPre};
 
 #[derive(Debug, Clone, Copy)]
 pub struct TriggerOptions {

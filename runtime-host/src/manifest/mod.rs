@@ -5,7 +5,7 @@
 //! be checked before a single component is compiled is checked here, and every
 //! error names the file and, where the TOML parser gives us a span, the line.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -159,7 +159,9 @@ impl App {
                 .collect::<Result<Vec<_>>>()
                 .with_context(|| format!("{line}: component `{id}`"))?;
             if c.dependencies.as_ref().is_some_and(|d| !d.is_empty()) {
-                bail!("{line}: component `{id}` declares `dependencies`; runtime-host does not compose component dependencies");
+                bail!(
+                    "{line}: component `{id}` declares `dependencies`; runtime-host does not compose component dependencies"
+                );
             }
             for (name, template) in &c.variables {
                 crate::variables::validate_name(name).with_context(|| {
@@ -169,7 +171,9 @@ impl App {
                     .with_context(|| format!("{line}: component `{id}` variable `{name}`"))?
                 {
                     if !variables.contains_key(&referenced) {
-                        bail!("{line}: component `{id}` variable `{name}` refers to `{{{{ {referenced} }}}}`, which is not declared in [variables]");
+                        bail!(
+                            "{line}: component `{id}` variable `{name}` refers to `{{{{ {referenced} }}}}`, which is not declared in [variables]"
+                        );
                     }
                 }
             }
@@ -196,12 +200,16 @@ impl App {
         for t in raw.trigger.http {
             let line = line_of(text, t.route.span().start);
             if t.static_response.is_some() {
-                bail!("{shown}:{line}: `static_response` triggers are not supported by runtime-host; serve the response from a component");
+                bail!(
+                    "{shown}:{line}: `static_response` triggers are not supported by runtime-host; serve the response from a component"
+                );
             }
             if let Some(exec) = &t.executor {
                 let kind = exec.get("type").and_then(|v| v.as_str()).unwrap_or("");
                 if kind != "spin" && kind != "http" {
-                    bail!("{shown}:{line}: executor type `{kind}` is not supported; only WASI HTTP components (executor `http`) run here");
+                    bail!(
+                        "{shown}:{line}: executor type `{kind}` is not supported; only WASI HTTP components (executor `http`) run here"
+                    );
                 }
             }
             let route = match t.route.into_inner() {
@@ -229,7 +237,9 @@ impl App {
             if !components.contains_key(&t.component) {
                 bail!(
                     "{shown}:{}: [[trigger.http]] refers to component `{}`, which has no [component.{}] table",
-                    t.line, t.component, t.component
+                    t.line,
+                    t.component,
+                    t.component
                 );
             }
         }
@@ -237,7 +247,9 @@ impl App {
             if !components.contains_key(&t.component) {
                 bail!(
                     "{shown}: [[trigger.redis]] for channel `{}` refers to component `{}`, which has no [component.{}] table",
-                    t.channel, t.component, t.component
+                    t.channel,
+                    t.component,
+                    t.component
                 );
             }
         }

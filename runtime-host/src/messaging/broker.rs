@@ -11,7 +11,7 @@
 //! delivered again after a restart.
 
 use anyhow::{Context as _, Result};
-use rusqlite::{params, Connection};
+use rusqlite::{Connection, params};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;

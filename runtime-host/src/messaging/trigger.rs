@@ -9,13 +9,13 @@
 //! backoff and then dead-lettered.
 
 use super::broker::{Broker, Delivery};
-use crate::state::{new_store, AppContext, ComponentContext, HostState};
+use crate::state::{AppContext, ComponentContext, HostState, new_store};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmtime::component::InstancePre;
 use wasmtime::Engine;
+use wasmtime::component::InstancePre;
 
 mod v1 {
     wasmtime::component::bindgen!({

@@ -91,7 +91,12 @@ impl fmt::Display for Summary {
         write!(
             f,
             "edge budget: peak key-value writes {}/s (limit {}/s), reads {}/s (limit {}/s); seconds over budget: {} for writes, {} for reads",
-            self.peak[w], self.limits[w], self.peak[r], self.limits[r], self.seconds_over[w], self.seconds_over[r]
+            self.peak[w],
+            self.limits[w],
+            self.peak[r],
+            self.limits[r],
+            self.seconds_over[w],
+            self.seconds_over[r]
         )
     }
 }

@@ -11,7 +11,7 @@
 
 use super::{Deployment, EdgeLimits};
 use crate::manifest::line_of;
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;

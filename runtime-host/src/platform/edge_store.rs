@@ -8,8 +8,8 @@
 //! `delete`, `increment`, the swap, `set_many` and `delete_many` (one per
 //! key). A refused call reaches neither the store nor the budget.
 
-use super::budget::{report, Access, Budget};
 use super::EdgeLimits;
+use super::budget::{Access, Budget, report};
 use crate::capabilities::key_value::{
     Call, Gate, Gated, KeyValueStore, KvError, KvResult, OpenHook,
 };

@@ -4,9 +4,9 @@
 use app_tests::app::{self, Keys};
 use app_tests::{Host, Reply};
 use jwt_simple::prelude::*;
-use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use serde_json::{Value, json};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";

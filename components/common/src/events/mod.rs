@@ -55,11 +55,11 @@ mod outbox;
 mod transport;
 
 pub use outbox::{
-    drain, enqueue, flush, migrate, publish_after_commit, retry_delay_millis, Drained,
+    Drained, drain, enqueue, flush, migrate, publish_after_commit, retry_delay_millis,
 };
 pub use transport::MAX_HTTP_ATTEMPTS;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -2,8 +2,8 @@
 //! them) or HTTP (`events_url`: order-events' private route, by service
 //! chaining, at the edge), and what a consumer's answer means for the row.
 
-use super::outbox::Outgoing;
 use super::EventSettings;
+use super::outbox::Outgoing;
 
 /// How events leave the outbox.
 pub(super) enum Transport {

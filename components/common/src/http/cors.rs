@@ -2,7 +2,7 @@
 //! `cors_allowed_origins` variable. Allowed origins get CORS headers (and a
 //! preflight answer); every other origin gets none, so browsers block it.
 
-use crate::http::router::{allow_header, Method};
+use crate::http::router::{Method, allow_header};
 
 /// Request headers a cross-origin caller may send.
 pub const CORS_ALLOWED_HEADERS: &str = "authorization, content-type, if-match, x-correlation-id";

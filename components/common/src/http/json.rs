@@ -31,13 +31,13 @@ pub fn parse_body<T: DeserializeOwned>(
             return Err(ApiError::unsupported_media_type(format!(
                 "expected a JSON body (Content-Type: application/json), got `{}`",
                 ct.chars().take(100).collect::<String>()
-            )))
+            )));
         }
         None if body.is_empty() => {}
         None => {
             return Err(ApiError::unsupported_media_type(
                 "expected a JSON body with Content-Type: application/json",
-            ))
+            ));
         }
     }
     if body.iter().all(u8::is_ascii_whitespace) {

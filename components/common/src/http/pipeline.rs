@@ -27,12 +27,12 @@
 
 use crate::config::CommonSettings;
 use crate::http::access_log;
-use crate::http::body::{read_body, BodyMode};
+use crate::http::body::{BodyMode, read_body};
 use crate::http::error::ApiError;
 use crate::http::rate_limit::{self, Decision};
 use crate::http::request::{ApiRequest, RequestHead};
 use crate::http::response::{ApiResponse, Finished};
-use crate::http::router::{allow_header, Method, Resolution, Router};
+use crate::http::router::{Method, Resolution, Router, allow_header};
 use spin_sdk::http::{IncomingRequest, Response};
 use std::cell::{Cell, RefCell};
 use std::time::Instant;
@@ -155,7 +155,7 @@ where
                     head.method,
                     head.path.chars().take(200).collect::<String>()
                 ),
-            ))
+            ));
         }
     };
     facts.route = template;

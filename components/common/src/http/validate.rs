@@ -213,13 +213,10 @@ mod tests {
             codes(|p| check_password(p, "password", "my-ADA.LOVELACE-pw", "ada.lovelace@x.io")),
             vec!["contains_email"]
         );
-        assert!(codes(|p| check_password(
-            p,
-            "password",
-            "correct horse battery",
-            "ada@example.com"
-        ))
-        .is_empty());
+        assert!(
+            codes(|p| check_password(p, "password", "correct horse battery", "ada@example.com"))
+                .is_empty()
+        );
         assert_eq!(
             codes(|p| check_password(p, "password", &"x".repeat(257), "a@b.io")),
             vec!["too_long"]

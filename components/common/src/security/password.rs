@@ -2,7 +2,7 @@
 //! 2 passes, 1 lane), stored as a PHC string (`$argon2id$v=19$m=19456,...`)
 //! that carries its own parameters and salt.
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{Context as _, Result, anyhow};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 

@@ -18,8 +18,8 @@
 
 use crate::storage::kv;
 use anyhow::{Context as _, Result};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use spin_sdk::wit::wasi::keyvalue::atomics;
 
 /// Cached values of one kind under one key prefix.

@@ -17,7 +17,7 @@
 //! requests on row locks and fill the write-ahead log with throwaway
 //! numbers.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use spin_sdk::redis::{RedisParameter, RedisResult};
 use spin_sdk::wit::wasi::keyvalue::atomics;
 use spin_sdk::wit::wasi::keyvalue::store::Bucket;

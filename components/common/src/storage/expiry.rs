@@ -22,7 +22,7 @@
 
 use crate::storage::counters::Counters;
 use crate::storage::db::Connection;
-use crate::storage::db::{self, exec, int, text, Migrations};
+use crate::storage::db::{self, Migrations, exec, int, text};
 use anyhow::{Context as _, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 

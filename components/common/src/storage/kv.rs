@@ -117,7 +117,7 @@ where
             Ok(()) => return Ok(result),
             Err(CasError::CasFailed(_)) => continue,
             Err(CasError::StoreError(e)) => {
-                return Err(anyhow::Error::new(e)).with_context(|| format!("swap `{key}`"))
+                return Err(anyhow::Error::new(e)).with_context(|| format!("swap `{key}`"));
             }
         }
     }

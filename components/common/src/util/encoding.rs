@@ -1,7 +1,7 @@
 //! Base64 in the spellings configuration and tokens use: standard (with or
 //! without padding) and URL-safe. Delegates to `ct-codecs`.
 
-use anyhow::{anyhow, Result};
+use anyhow::{Result, anyhow};
 use jwt_simple::reexports::ct_codecs::{
     Base64, Base64NoPadding, Base64UrlSafe, Base64UrlSafeNoPadding, Decoder, Encoder,
 };

@@ -31,7 +31,7 @@ mod sqlite_store;
 pub use faulty::FaultyStore;
 pub use gated::{Call, Gate, Gated};
 pub use redis_store::RedisKeyValue;
-pub use sqlite_store::{open_database, SqliteKeyValue};
+pub use sqlite_store::{SqliteKeyValue, open_database};
 
 use crate::state::ComponentContext;
 use async_trait::async_trait;

@@ -1,10 +1,10 @@
 //! The embedded key-value backend: one SQLite file in WAL mode under the
 //! state dir, the same table layout as Spin's `sqlite_key_value.db`.
 
-use super::{decode_counter, other, KeyValueStore, KvError, KvResult};
+use super::{KeyValueStore, KvError, KvResult, decode_counter, other};
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 

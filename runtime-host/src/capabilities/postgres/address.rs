@@ -1,7 +1,7 @@
 //! PostgreSQL addresses: parsing a connection string, naming it without
 //! credentials, and checking it against `allowed_outbound_hosts`.
 
-use super::{describe, PgResult, CONNECT_TIMEOUT};
+use super::{CONNECT_TIMEOUT, PgResult, describe};
 use crate::capabilities::bindings::p3::spin::postgres4_2_0::postgres as v4;
 use crate::state::ComponentContext;
 use tokio_postgres::config::Host;

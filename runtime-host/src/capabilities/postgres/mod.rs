@@ -44,8 +44,8 @@ pub use session::PgConnection;
 use crate::capabilities::bindings::p3::spin::postgres4_2_0::postgres as v4;
 use crate::state::ComponentContext;
 use session::Session;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// Most connections one connection string's pool opens at once; a guest

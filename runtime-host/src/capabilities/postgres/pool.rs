@@ -2,7 +2,7 @@
 //! at most [`MAX_POOLS`], over plain TCP or rustls.
 
 use super::address::Address;
-use super::{PgResult, CONNECT_TIMEOUT, MAX_POOLS, POOL_SIZE, POOL_WAIT_TIMEOUT};
+use super::{CONNECT_TIMEOUT, MAX_POOLS, POOL_SIZE, POOL_WAIT_TIMEOUT, PgResult};
 use crate::capabilities::bindings::p3::spin::postgres4_2_0::postgres as v4;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

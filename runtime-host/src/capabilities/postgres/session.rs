@@ -1,10 +1,10 @@
 //! A guest's PostgreSQL connection: one pooled connection held for the
 //! handle's life, running statements and queries with the 4.2.0 types.
 
-use super::{describe, types, PgResult, MAX_RESULT_BYTES};
+use super::{MAX_RESULT_BYTES, PgResult, describe, types};
 use crate::capabilities::bindings::p3::spin::postgres4_2_0::postgres as v4;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_postgres::types::ToSql;
 
 /// A pooled connection as a guest handle holds it. Clones share it (so a

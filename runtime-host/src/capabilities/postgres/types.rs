@@ -25,8 +25,8 @@
 
 use super::v4::{self, DbDataType, DbValue, ParameterValue};
 use anyhow::Context as _;
-use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::Row;
+use tokio_postgres::types::{FromSql, ToSql, Type};
 
 mod temporal;
 mod wire;
@@ -266,11 +266,13 @@ mod tests {
         ] {
             assert!(parameter(&bad).is_err(), "{bad:?}");
         }
-        assert!(parameter(&ParameterValue::ArrayDecimal(vec![
-            Some("1.5".into()),
-            None
-        ]))
-        .is_ok());
+        assert!(
+            parameter(&ParameterValue::ArrayDecimal(vec![
+                Some("1.5".into()),
+                None
+            ]))
+            .is_ok()
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use super::{Param, RResult, RedisConnection, RedisError, Reply};
 use crate::messaging::Broker;
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -211,7 +211,7 @@ impl RedisConnection for EmbeddedRedis {
             other => {
                 return Err(RedisError::Other(format!(
                     "`{other}` is not supported by the embedded Redis store, which answers the app's trigger address in embedded mode (it has PING, GET, SET, INCR, INCRBY, DEL, EXISTS, PUBLISH, PUBSUB NUMSUB); for other commands run a real Redis and start the host with --message-backend redis"
-                )))
+                )));
             }
         };
         Ok(vec![reply])

@@ -17,8 +17,8 @@ pub mod guest;
 
 use crate::faults::{Capability, Faults};
 use anyhow::{Context as _, Result};
-use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::Connection;
+use rusqlite::types::{Value as SqlValue, ValueRef};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,7 @@
 use super::Outgoing;
 use crate::events::transport::{Transport, Undelivered};
 use crate::events::{Event, EventSettings, FLUSH_BATCH, RETENTION_MILLIS};
-use crate::storage::db::{exec, int, text, Connection};
+use crate::storage::db::{Connection, exec, int, text};
 use anyhow::Result;
 
 /// What one delivery round did. `done` holds the results of the first
@@ -26,7 +26,7 @@ pub(super) fn deliver(settings: &EventSettings, rows: &[Outgoing]) -> Round {
                 done: Vec::new(),
                 failed: Some(error),
                 max_attempts: None,
-            }
+            };
         }
     };
     let max_attempts = transport.max_attempts();
@@ -40,7 +40,7 @@ pub(super) fn deliver(settings: &EventSettings, rows: &[Outgoing]) -> Round {
                     done,
                     failed: Some(error),
                     max_attempts,
-                }
+                };
             }
         }
     }

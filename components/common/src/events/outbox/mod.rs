@@ -3,10 +3,10 @@
 //! retried with back-off, dead-lettered when the transport says so, pruned
 //! after retention.
 
-use super::{Event, EventSettings, CLAIM_MILLIS, FLUSH_BATCH};
+use super::{CLAIM_MILLIS, Event, EventSettings, FLUSH_BATCH};
 use crate::storage::db::Connection;
-use crate::storage::db::{self, exec, int, text, Migrations};
-use anyhow::{bail, Context as _, Result};
+use crate::storage::db::{self, Migrations, exec, int, text};
+use anyhow::{Context as _, Result, bail};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 mod delivery;

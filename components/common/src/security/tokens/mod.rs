@@ -12,7 +12,7 @@
 
 use crate::security::principal::{Principal, Role};
 use crate::util::encoding::{base64url, decode_base64, decode_base64url};
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{Context as _, Result, anyhow, bail};
 use jwt_simple::prelude::{
     Duration, Ed25519PublicKey, EdDSAPublicKeyLike, HashSet, Token, VerificationOptions,
 };

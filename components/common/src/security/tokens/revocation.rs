@@ -2,7 +2,7 @@
 //! per-user markers (password change), both in key-value with an expiry,
 //! and the check [`is_refused`] every verification ends with.
 
-use super::{Verified, CLOCK_SKEW_SECS, DENYLIST_PREFIX};
+use super::{CLOCK_SKEW_SECS, DENYLIST_PREFIX, Verified};
 use anyhow::{Context as _, Result};
 
 pub fn denylist_key(token_id: &str) -> String {

@@ -15,7 +15,7 @@
 //! as a 64-bit value, which PostgreSQL refuses for a 32-bit column.
 
 use super::{Engine, FailureKind};
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 
 /// The `pg_advisory_xact_lock` key that serialises migrations across
 /// instances (any fixed number the app uses for nothing else).

@@ -1,7 +1,7 @@
 //! Schema migrations: each schema's versions newer than the one recorded
 //! in `schema_version`, applied once whichever instance gets there first.
 
-use super::{dialect, exec, int, text, transaction, Connection, Engine, Migrations, Value};
+use super::{Connection, Engine, Migrations, Value, dialect, exec, int, text, transaction};
 use anyhow::{Context as _, Result};
 
 /// Applies the migrations of `schema` newer than its recorded version, in

@@ -1,7 +1,7 @@
 //! The values callers bind to `?` placeholders and read from rows, the
 //! same on both engines, with the helpers that build and read them.
 
-use anyhow::{anyhow, Result};
+use anyhow::{Result, anyhow};
 
 /// A value bound to a `?` or read from a column.
 #[derive(Debug, Clone, PartialEq)]

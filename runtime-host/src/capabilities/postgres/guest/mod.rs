@@ -14,7 +14,7 @@ mod v2;
 mod v3;
 mod v4;
 
-use super::{v4 as pg4, PgConnection, RootCa};
+use super::{PgConnection, RootCa, v4 as pg4};
 use crate::capabilities::bindings::p2::fermyon::spin2_0_0::{
     postgres as pg2, rdbms_types as rdbms,
 };
