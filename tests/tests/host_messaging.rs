@@ -61,12 +61,11 @@ fn queued(host: &Host) -> Vec<String> {
     )
     .expect("open the message queue");
     let mut stmt = db.prepare("SELECT payload FROM queue ORDER BY id").unwrap();
-    let rows = stmt
-        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+
+    stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))
         .unwrap()
         .map(|p| String::from_utf8_lossy(&p.unwrap()).into_owned())
-        .collect();
-    rows
+        .collect()
 }
 
 async fn publish(host: &Host, channel: &str, body: &str) {

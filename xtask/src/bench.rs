@@ -8,9 +8,10 @@
 
 use anyhow::{Context as _, Result, bail};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
 /// One load run's result.
 #[derive(Debug, Clone, Default)]
@@ -42,21 +43,11 @@ impl Drop for RunningHost {
     }
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Result<TempDir> {
-        let p = std::env::temp_dir().join(format!("xtask-bench-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p)?;
-        Ok(TempDir(p))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A scratch directory of the benchmark, removed on drop.
+fn scratch_dir(tag: &str) -> Result<TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("xtask-bench-{tag}-"))
+        .tempdir()?)
 }
 
 fn fixtures_manifest(target: &Path) -> String {
@@ -93,17 +84,17 @@ fn start_host(
     state: Option<&Path>,
     args: &[&str],
 ) -> Result<(RunningHost, Duration)> {
-    let dir = TempDir::new(&format!(
+    let dir = scratch_dir(&format!(
         "{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_nanos()
     ))?;
-    let manifest_path = dir.0.join("spin.toml");
+    let manifest_path = dir.path().join("spin.toml");
     std::fs::write(&manifest_path, manifest)?;
     let state = state
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| dir.0.join(".spin"));
+        .unwrap_or_else(|| dir.path().join(".spin"));
     let started = Instant::now();
     let mut child = Command::new(super::target_dir(root).join("release/runtime-host"))
         .arg("up")
@@ -146,10 +137,10 @@ fn serving_port(child: &mut Child, what: &str) -> Result<u16> {
 /// Time from process start to the first 200 on `path`.
 fn first_ok(host: &RunningHost, path: &str, since: Instant) -> Result<Duration> {
     loop {
-        if let Ok(status) = http_status(host.port, path) {
-            if status == 200 {
-                return Ok(since.elapsed());
-            }
+        if let Ok(status) = http_status(host.port, path)
+            && status == 200
+        {
+            return Ok(since.elapsed());
         }
         if since.elapsed() > Duration::from_secs(120) {
             bail!("no 200 from {path} within 2 minutes");
@@ -263,7 +254,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 pub fn run(root: &Path, quick: bool) -> Result<()> {
-    if !super::which("wrk") {
+    if which::which("wrk").is_err() {
         super::apt_install("wrk")?;
     }
     let seconds = if quick { 2 } else { 5 };
@@ -365,13 +356,13 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     app_scenarios(root, seconds, &mut rows, &mut notes)?;
 
     // Cold start: empty compiled-code cache, then warm.
-    let state = TempDir::new("cold")?;
+    let state = scratch_dir("cold")?;
     let t0 = Instant::now();
-    let (host, _) = start_host(root, &manifest, Some(&state.0), &[])?;
+    let (host, _) = start_host(root, &manifest, Some(state.path()), &[])?;
     let cold = first_ok(&host, "/hello?headers", t0)?;
     drop(host);
     let t1 = Instant::now();
-    let (host, _) = start_host(root, &manifest, Some(&state.0), &[])?;
+    let (host, _) = start_host(root, &manifest, Some(state.path()), &[])?;
     let warm = first_ok(&host, "/hello?headers", t1)?;
     drop(host);
     notes.push(format!(
@@ -451,13 +442,13 @@ fn native_baseline(
     seconds: u32,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
-    let state = TempDir::new("native")?;
+    let state = scratch_dir("native")?;
     let mut child = Command::new(super::target_dir(root).join("release/native-baseline"))
         .args(["127.0.0.1:0"])
-        .arg(&state.0)
+        .arg(state.path())
         .args([public_keys, profile])
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(state.0.join("stderr.log"))?)
+        .stderr(std::fs::File::create(state.path().join("stderr.log"))?)
         .spawn()
         .context("start native-baseline (cargo build --release -p native-baseline)")?;
     let port = serving_port(&mut child, "native-baseline")?;
@@ -490,7 +481,7 @@ fn native_baseline(
     result.with_context(|| {
         format!(
             "native baseline failed; its stderr:\n{}",
-            std::fs::read_to_string(state.0.join("stderr.log")).unwrap_or_default()
+            std::fs::read_to_string(state.path().join("stderr.log")).unwrap_or_default()
         )
     })
 }
@@ -538,10 +529,10 @@ fn app_scenarios(
     notes: &mut Vec<String>,
 ) -> Result<()> {
     let manifest = app_manifest(root)?;
-    let keys_dir = TempDir::new("keys")?;
+    let keys_dir = scratch_dir("keys")?;
     let mut args: Vec<String> = Vec::new();
     let mut public_keys = String::new();
-    for (name, value) in super::dev_token_keys(&keys_dir.0, &[])? {
+    for (name, value) in super::dev_token_keys(keys_dir.path(), &[])? {
         if name == "jwt_public_keys" {
             public_keys = value.clone();
         }

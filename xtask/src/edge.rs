@@ -81,12 +81,12 @@ pub fn derive(root_manifest: &str) -> Result<String> {
         .context("spin.toml is not valid TOML")?;
     doc.decor_mut().set_prefix(HEADER);
 
-    if let Some(application) = doc.get_mut("application").and_then(Item::as_table_mut) {
-        if let Some(triggers) = application.get_mut("trigger").and_then(Item::as_table_mut) {
-            triggers.remove("redis");
-            if triggers.is_empty() {
-                application.remove("trigger");
-            }
+    if let Some(application) = doc.get_mut("application").and_then(Item::as_table_mut)
+        && let Some(triggers) = application.get_mut("trigger").and_then(Item::as_table_mut)
+    {
+        triggers.remove("redis");
+        if triggers.is_empty() {
+            application.remove("trigger");
         }
     }
 

@@ -459,9 +459,9 @@ type Installed = fn() -> bool;
 /// The servers black-box tests start on their own: (Debian package, whether
 /// it is installed).
 const TEST_SERVERS: &[(&str, Installed)] = &[
-    ("redis-server", || which("redis-server")),
+    ("redis-server", || which::which("redis-server").is_ok()),
     ("mosquitto", || {
-        which("mosquitto") || Path::new("/usr/sbin/mosquitto").is_file()
+        which::which("mosquitto").is_ok() || Path::new("/usr/sbin/mosquitto").is_file()
     }),
     ("postgresql", postgres_installed),
 ];
@@ -500,8 +500,8 @@ fn apt_install(package: &str) -> Result<()> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false);
-    let sudo = !is_root && which("sudo");
-    if (!is_root && !sudo) || !which("apt-get") {
+    let sudo = !is_root && which::which("sudo").is_ok();
+    if (!is_root && !sudo) || which::which("apt-get").is_err() {
         bail!(
             "this task needs `{package}`; install the Debian/Ubuntu package `{package}` (apt-get install {package}) and run again"
         );
@@ -521,12 +521,6 @@ fn apt_install(package: &str) -> Result<()> {
     };
     apt(&["update", "-qq"])?;
     apt(&["install", "-y", "-qq", package])
-}
-
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -39,10 +39,10 @@ impl UsersClient {
         correlation_id: &str,
     ) -> Option<Profile> {
         let key = format!("{CACHE_PREFIX}{user_id}");
-        if self.cache_ttl_secs > 0 {
-            if let Ok(Some(hit)) = kv::open().and_then(|s| kv::get_unexpired::<Profile>(&s, &key)) {
-                return Some(hit);
-            }
+        if self.cache_ttl_secs > 0
+            && let Ok(Some(hit)) = kv::open().and_then(|s| kv::get_unexpired::<Profile>(&s, &key))
+        {
+            return Some(hit);
         }
         let admission = breaker::admit(breaker::USERS_KEY, &self.breaker).unwrap_or_else(|e| {
             log(

@@ -48,10 +48,10 @@ pub fn create(request: &ApiRequest, settings: &Settings) -> Result<ApiResponse, 
     let (key, new) = new.inspect_err(|_| record_business("order_create", "invalid"))?;
     let fingerprint = new.fingerprint();
     let conn = store::connect()?;
-    if let Some(key) = &key {
-        if let Some(earlier) = store::find_by_idempotency_key(&conn, &caller.user_id, key)? {
-            return replay(earlier, &fingerprint);
-        }
+    if let Some(key) = &key
+        && let Some(earlier) = store::find_by_idempotency_key(&conn, &caller.user_id, key)?
+    {
+        return replay(earlier, &fingerprint);
     }
     let order = new_order(&caller.user_id, new);
     let view = order.view();
@@ -74,11 +74,10 @@ pub fn create(request: &ApiRequest, settings: &Settings) -> Result<ApiResponse, 
         }),
     );
     let outcome = db::transaction(&conn, |conn| {
-        if let Some(idem) = &idempotency {
-            if let Some(earlier) = store::find_by_idempotency_key(conn, &caller.user_id, &idem.key)?
-            {
-                return Ok(Created::Earlier(earlier));
-            }
+        if let Some(idem) = &idempotency
+            && let Some(earlier) = store::find_by_idempotency_key(conn, &caller.user_id, &idem.key)?
+        {
+            return Ok(Created::Earlier(earlier));
         }
         if !store::insert(conn, &order, idempotency.as_ref())? {
             let key = &idempotency.as_ref().expect("only keys conflict").key;

@@ -143,10 +143,10 @@ impl<S: Stream + Unpin> Stream for EndOnItsOwnLook<S> {
 /// A failure of the body itself (too large, cut short) keeps its own
 /// answer; anything else is a malformed form.
 fn form_error(e: multer::Error) -> ApiError {
-    if let multer::Error::StreamReadFailed(inner) = &e {
-        if let Some(body) = inner.downcast_ref::<BodyError>() {
-            return body.clone().into();
-        }
+    if let multer::Error::StreamReadFailed(inner) = &e
+        && let Some(body) = inner.downcast_ref::<BodyError>()
+    {
+        return body.clone().into();
     }
     ApiError::bad_request(format!("the multipart/form-data body is malformed: {e}"))
 }

@@ -224,14 +224,12 @@ pub fn raw_file_name(
     if let Some(header) = content_disposition {
         let params = header_params(header);
         let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-        if let Some(extended) = param("filename*") {
-            if let Some((charset, rest)) = extended.split_once('\'') {
-                if let Some((_, encoded)) = rest.split_once('\'') {
-                    if charset.eq_ignore_ascii_case("utf-8") {
-                        return Some(percent_decode(encoded));
-                    }
-                }
-            }
+        if let Some(extended) = param("filename*")
+            && let Some((charset, rest)) = extended.split_once('\'')
+            && let Some((_, encoded)) = rest.split_once('\'')
+            && charset.eq_ignore_ascii_case("utf-8")
+        {
+            return Some(percent_decode(encoded));
         }
         if let Some(plain) = param("filename") {
             return Some(plain.clone());

@@ -78,7 +78,8 @@ impl MessageHandler {
             .map_err(|fault| fault.to_string())?;
         let mut store = new_store(&self.engine, &self.app, &self.component);
         store.data_mut().start_request();
-        let outcome = match &self.pre {
+
+        match &self.pre {
             HandlerPre::V1(pre) => {
                 let inst = pre
                     .instantiate_async(&mut store)
@@ -106,8 +107,7 @@ impl MessageHandler {
                     .map_err(|e| format!("handler trapped: {e:#}"))?
                     .map_err(|e| format!("handler returned an error: {e:?}"))
             }
-        };
-        outcome
+        }
     }
 }
 

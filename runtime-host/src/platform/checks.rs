@@ -26,10 +26,10 @@ pub fn edge(d: &Deployment) -> Result<()> {
     if let Ok(text) = std::fs::read_to_string(d.manifest) {
         in_files.extend(manifest(&text, d.manifest));
     }
-    if let Some(path) = d.runtime_config {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            in_files.extend(runtime_config(&text, path));
-        }
+    if let Some(path) = d.runtime_config
+        && let Ok(text) = std::fs::read_to_string(path)
+    {
+        in_files.extend(runtime_config(&text, path));
     }
     let in_files_found = !in_files.is_empty();
     problems.extend(in_files);

@@ -121,13 +121,13 @@ where
     let origin = head.header("origin");
     facts.cors = settings.cors.response_headers(origin);
     let resolution = router.resolve(head.method, &head.path);
-    if head.method == Method::Options {
-        if let Resolution::MethodNotAllowed { template, allow } = &resolution {
-            // Preflights are answered without counting against rate limits.
-            facts.route = template;
-            facts.cors = settings.cors.preflight_headers(origin, allow);
-            return Ok(ApiResponse::no_content().with_header("allow", allow_header(allow)));
-        }
+    if head.method == Method::Options
+        && let Resolution::MethodNotAllowed { template, allow } = &resolution
+    {
+        // Preflights are answered without counting against rate limits.
+        facts.route = template;
+        facts.cors = settings.cors.preflight_headers(origin, allow);
+        return Ok(ApiResponse::no_content().with_header("allow", allow_header(allow)));
     }
     if head.path.starts_with("/api/") {
         let decision = rate_limit::hit("api", &head.client, settings.api_limit)?;

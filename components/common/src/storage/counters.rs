@@ -91,13 +91,13 @@ impl Counters {
             Counters::KeyValue(bucket) => {
                 let count = atomics::increment(bucket, key, delta)
                     .with_context(|| format!("increment `{key}`"))?;
-                if let (Some(at), true) = (expires_at_millis, count == delta) {
-                    if let Err(e) = crate::storage::expiry::schedule(key, at) {
-                        // An unregistered counter would never be removed:
-                        // drop it (its count restarts) rather than keep it.
-                        let _ = bucket.delete(key);
-                        return Err(e.context(format!("register `{key}` for expiry")));
-                    }
+                if let (Some(at), true) = (expires_at_millis, count == delta)
+                    && let Err(e) = crate::storage::expiry::schedule(key, at)
+                {
+                    // An unregistered counter would never be removed:
+                    // drop it (its count restarts) rather than keep it.
+                    let _ = bucket.delete(key);
+                    return Err(e.context(format!("register `{key}` for expiry")));
                 }
                 Ok(count)
             }

@@ -75,10 +75,10 @@ impl PgPools {
                 .iter()
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                if let Some(evicted) = pools.remove(&k) {
-                    evicted.pool.close();
-                }
+            if let Some(k) = oldest
+                && let Some(evicted) = pools.remove(&k)
+            {
+                evicted.pool.close();
             }
         }
         pools.insert(

@@ -107,10 +107,10 @@ impl RedisProvider {
     }
 
     pub async fn open(&self, address: &str) -> RResult<Arc<dyn RedisConnection>> {
-        if let Some(embedded) = &self.embedded {
-            if embedded.addresses.contains(&same_address(address)) {
-                return Ok(embedded.store.clone());
-            }
+        if let Some(embedded) = &self.embedded
+            && embedded.addresses.contains(&same_address(address))
+        {
+            return Ok(embedded.store.clone());
         }
         self.real.open(address).await
     }

@@ -255,10 +255,10 @@ impl Drop for Checkout {
             if !conn.is_autocommit() && conn.execute_batch("ROLLBACK").is_err() {
                 return; // a connection we cannot reset is not reused
             }
-            if let Ok(mut idle) = self.db.idle.lock() {
-                if idle.len() < MAX_IDLE {
-                    idle.push(conn);
-                }
+            if let Ok(mut idle) = self.db.idle.lock()
+                && idle.len() < MAX_IDLE
+            {
+                idle.push(conn);
             }
         }
     }
