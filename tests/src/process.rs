@@ -38,30 +38,22 @@ pub fn host_binary() -> PathBuf {
     p
 }
 
-/// A scratch directory removed on drop.
-pub struct TempDir(PathBuf);
+/// A scratch directory removed on drop. World-readable, because the
+/// PostgreSQL tests run `initdb` in it as the unprivileged `postgres` user.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "app-tests-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
+        use std::os::unix::fs::PermissionsExt as _;
+        tempfile::Builder::new()
+            .prefix(&format!("app-tests-{tag}-"))
+            .permissions(std::fs::Permissions::from_mode(0o755))
+            .tempdir()
+            .map(TempDir)
+            .expect("create temp dir")
     }
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 
