@@ -61,9 +61,14 @@ struct Session {
 
 /// `Set-Cookie` carrying a refresh token for `max_age_secs`.
 pub fn refresh_cookie(token: &str, max_age_secs: u64) -> String {
-    format!(
-        "{REFRESH_COOKIE}={token}; Path=/api/auth; Max-Age={max_age_secs}; HttpOnly; Secure; SameSite=Strict"
-    )
+    let max_age = i64::try_from(max_age_secs).unwrap_or(i64::MAX);
+    cookie::Cookie::build((REFRESH_COOKIE, token))
+        .path("/api/auth")
+        .max_age(cookie::time::Duration::seconds(max_age))
+        .http_only(true)
+        .secure(true)
+        .same_site(cookie::SameSite::Strict)
+        .to_string()
 }
 
 fn open_session(

@@ -38,16 +38,14 @@ pub fn if_match_holds(if_match: Option<&str>, current_version: i64) -> bool {
     })
 }
 
-/// The value of cookie `name` in a `Cookie` request header.
-///
-/// Kept by hand (not the `cookie` crate): five lines against a crate that
-/// also brings `time` for the `Expires` attribute a request never carries;
-/// its effect on component size has not been measured yet.
+/// The value of cookie `name` in a `Cookie` request header (surrounding
+/// double quotes removed); pairs that do not parse are skipped.
 pub fn cookie_value<'a>(cookie_header: &'a str, name: &str) -> Option<&'a str> {
-    cookie_header.split(';').find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k.trim() == name).then(|| v.trim().trim_matches('"'))
-    })
+    cookie::Cookie::split_parse(cookie_header)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .and_then(|c| c.value_raw())
+        .map(|v| v.trim_matches('"'))
 }
 
 #[cfg(test)]

@@ -47,10 +47,16 @@ pub fn parse_body<T: DeserializeOwned>(
             "the request body is empty; expected a JSON object",
         ));
     }
-    serde_json::from_slice(body).map_err(json_error)
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut json)
+        .map_err(|e| json_error(e.path().to_string(), e.into_inner()))?;
+    // Trailing characters after the value are malformed JSON too.
+    json.end().map_err(|e| json_error(String::new(), e))?;
+    Ok(value)
 }
 
-fn json_error(e: serde_json::Error) -> ApiError {
+/// `path` is where the value failed (`items[0].quantity`; `.` is the body).
+fn json_error(path: String, e: serde_json::Error) -> ApiError {
     let position = |field: Option<String>, code: &str| Detail {
         field,
         code: code.to_string(),
@@ -66,17 +72,34 @@ fn json_error(e: serde_json::Error) -> ApiError {
         )
         .with_details(vec![position(None, "syntax")]),
         Category::Data => {
+            // serde_path_to_error names where the value failed (`items[0].quantity`).
+            // A missing field fails at its parent object, and serde reports
+            // its name only in the message (`missing field `name``), so that
+            // one name is read from serde's own text.
             let text = e.to_string();
-            let (field, code) = if text.starts_with("unknown field") {
-                (quoted_name(&text), "unknown_field")
-            } else if text.starts_with("missing field") {
-                (quoted_name(&text), "missing_field")
+            let (field, code) = if text.starts_with("missing field") {
+                let name = quoted_name(&text);
+                (join(&path, name), "missing_field")
+            } else if text.starts_with("unknown field") {
+                (Some(path), "unknown_field")
             } else {
-                (None, "invalid_type")
+                (Some(path), "invalid_type")
             };
-            ApiError::validation(vec![position(field, code)])
+            ApiError::validation(vec![position(
+                field.filter(|f| !f.is_empty() && f != "."),
+                code,
+            )])
         }
     }
+}
+
+/// `parent.name`, or `name` at the top level.
+fn join(parent: &str, name: Option<String>) -> Option<String> {
+    let name = name?;
+    Some(match parent {
+        "." | "" => name,
+        parent => format!("{parent}.{name}"),
+    })
 }
 
 /// The first `` `name` `` in a serde message.
@@ -126,6 +149,43 @@ mod tests {
         assert_eq!(e.details[0].field.as_deref(), Some("password"));
         let e = parse_body::<Login>(JSON, br#"{"email":1,"password":"b"}"#).unwrap_err();
         assert_eq!(e.details[0].code, "invalid_type");
+        assert_eq!(e.details[0].field.as_deref(), Some("email"));
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Order {
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        sku: String,
+        quantity: u32,
+    }
+
+    #[test]
+    fn nested_fields_are_named_by_their_path() {
+        let body = br#"{"items":[{"sku":"a","quantity":1},{"sku":"b","quantity":-1}]}"#;
+        let e = parse_body::<Order>(JSON, body).unwrap_err();
+        assert_eq!(e.details[0].code, "invalid_type");
+        assert_eq!(e.details[0].field.as_deref(), Some("items[1].quantity"));
+        let e = parse_body::<Order>(JSON, br#"{"items":[{"sku":"a"}]}"#).unwrap_err();
+        assert_eq!(e.details[0].code, "missing_field");
+        assert_eq!(e.details[0].field.as_deref(), Some("items[0].quantity"));
+        let e = parse_body::<Order>(JSON, br#"{"items":[{"sku":"a","quantity":1,"x":0}]}"#)
+            .unwrap_err();
+        assert_eq!(e.details[0].code, "unknown_field");
+        assert_eq!(e.details[0].field.as_deref(), Some("items[0].x"));
+    }
+
+    #[test]
+    fn trailing_characters_are_malformed_json() {
+        let e = parse_body::<Login>(JSON, br#"{"email":"a","password":"b"} x"#).unwrap_err();
+        assert_eq!(e.code, "malformed_json");
     }
 
     #[test]
