@@ -211,7 +211,16 @@ struct RawReply {
 }
 
 impl RawReply {
+    /// The app's error code, or the host's when the host answered itself
+    /// (at the edge the platform's body limit refuses before the app).
     fn error_code(&self) -> String {
+        if let Some(code) = self
+            .head
+            .lines()
+            .find_map(|l| l.strip_prefix("runtime-host-error: "))
+        {
+            return code.trim().to_string();
+        }
         let body: serde_json::Value = serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}{:?}", self.head, self.body));
         body["error"]["code"]
