@@ -150,15 +150,20 @@ fn first_ok(host: &RunningHost, path: &str, since: Instant) -> Result<Duration> 
 }
 
 fn http_status(port: u16, path: &str) -> Result<u16> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    Ok(exchange(port, &request)?.0)
+}
+
+/// Sends one raw HTTP/1 request that closes the connection; the status and body.
+fn exchange(port: u16, request: &str) -> Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
+    s.write_all(request.as_bytes())?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
-    Ok(buf.split_whitespace().nth(1).unwrap_or("0").parse()?)
+    let status = buf.split_whitespace().nth(1).unwrap_or("0").parse()?;
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((status, body))
 }
 
 fn wrk(
@@ -418,18 +423,11 @@ fn app_manifest(root: &Path) -> Result<String> {
 }
 
 fn http_json(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        s,
+    let request = format!(
         "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let status = buf.split_whitespace().nth(1).unwrap_or("0").parse()?;
-    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    Ok((status, body))
+    );
+    exchange(port, &request)
 }
 
 /// The same work as the components' `/health` and `/api/users/me`, compiled
@@ -487,17 +485,9 @@ fn native_baseline(
 }
 
 fn http_json_auth(port: u16, path: &str, bearer: &str) -> Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: {bearer}\r\n\r\n"
-    )?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let status = buf.split_whitespace().nth(1).unwrap_or("0").parse()?;
-    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    Ok((status, body))
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: {bearer}\r\n\r\n");
+    exchange(port, &request)
 }
 
 /// A valid order: two items, totals computed by the server.
