@@ -595,6 +595,39 @@ async fn several_public_keys_are_valid_during_a_rotation() {
     assert_eq!(kids, ["old", "new"]);
 }
 
+/// A token verifies once and is remembered (see `tokens::cache`); what it
+/// verified with must still hold on every later request.
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_its_key_is_withdrawn() {
+    let (old, _) = key_pair("old");
+    let (new, keys) = key_pair("new");
+    let both = format!(
+        "old:{}, {}",
+        app::base64(&old.public_key().to_bytes()),
+        keys.public
+    );
+    let mut host = app::start(Some(&keys), &[("jwt_public_keys", &both)]);
+    let (id, _) = register_ok(&host, "Ada", "ada@example.com").await;
+    let token = old.sign(claims(&id, "user")).unwrap();
+    for _ in 0..3 {
+        let r = authed(&host, "GET", "/api/users/me", &token).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // The rotation ends: the old key is withdrawn, the store keeps what
+    // was remembered.
+    for arg in host.args.iter_mut() {
+        if arg.starts_with("jwt_public_keys=") {
+            *arg = format!("jwt_public_keys={}", keys.public);
+        }
+    }
+    host.restart();
+    let r = authed(&host, "GET", "/api/users/me", &token).await;
+    assert_error(&r, 401, "unauthenticated");
+    let fresh = new.sign(claims(&id, "user")).unwrap();
+    let r = authed(&host, "GET", "/api/users/me", &fresh).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 #[tokio::test]
 async fn without_keys_the_app_refuses_to_issue_or_verify() {
     let host = app::start(None, &[]);

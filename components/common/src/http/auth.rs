@@ -1,6 +1,7 @@
 //! Authentication of a request: the bearer access token, verified with the
-//! configured public keys ([`crate::security::tokens`]) and checked against
-//! revocations; the caller becomes the request's [`Principal`].
+//! configured public keys ([`crate::security::tokens`]; a token verifies
+//! once and is remembered until it expires) and checked against
+//! revocations on every request; the caller becomes the request's [`Principal`].
 
 use crate::http::error::ApiError;
 use crate::http::request::ApiRequest;
@@ -32,7 +33,7 @@ impl ApiRequest {
                 "this route needs an `Authorization: Bearer <access token>` header",
             )
         })?;
-        let verified = tokens::verify_token(keys, &self.settings.token_policy, token)
+        let verified = tokens::verify_token_cached(keys, &self.settings.token_policy, token)
             .map_err(|rejection| ApiError::unauthenticated(rejection.message()))?;
         if tokens::is_refused(&verified)? {
             return Err(ApiError::unauthenticated(Rejection::Revoked.message()));

@@ -4,7 +4,7 @@
 //! once read after that time; the sweeper of [`crate::storage::expiry`] deletes it.
 //!
 //! Key prefixes keep components apart: `auth:`, `users:`, and the shared
-//! `denylist:`, `ratelimit:`, `metrics:`, `sweep:`.
+//! `denylist:`, `tokens:verified:`, `ratelimit:`, `metrics:`, `sweep:`.
 
 use anyhow::{Context as _, Result};
 use serde::de::DeserializeOwned;

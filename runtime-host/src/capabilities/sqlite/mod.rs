@@ -12,8 +12,11 @@
 //! sequence is never interleaved with another instance's statements. A
 //! connection returned with an open transaction is rolled back first.
 //! Files use WAL, so a committed transaction survives the host being killed.
+//! Writers take turns through the database's [`writer::WriteGate`] instead
+//! of SQLite's sleeping busy handler, and keep the WAL bounded.
 
 pub mod guest;
+mod writer;
 
 use crate::faults::{Capability, Faults};
 use anyhow::{Context as _, Result};
@@ -22,6 +25,7 @@ use rusqlite::types::{Value as SqlValue, ValueRef};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use writer::{WAL_SIZE_LIMIT_BYTES, WRITE_WAIT, WriteGate, WritePermit};
 
 #[derive(Debug, Clone)]
 pub enum SqlError {
@@ -50,9 +54,13 @@ pub struct QueryResult {
 pub struct Database {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    writer: WriteGate,
     /// `--faults sqlite=...`, applied to every statement.
     faults: Arc<Faults>,
 }
+
+/// Prepared statements each connection keeps.
+const STATEMENT_CACHE: usize = 256;
 
 /// How many idle connections a database keeps for reuse.
 const MAX_IDLE: usize = 32;
@@ -62,6 +70,7 @@ impl Database {
         let db = Database {
             path,
             idle: Mutex::new(Vec::new()),
+            writer: WriteGate::default(),
             faults,
         };
         // Open one connection now so a bad path fails at start, not on the
@@ -81,7 +90,14 @@ impl Database {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
+        // Writers wait for the gate, not here; this covers what the gate
+        // does not order: a `RESTART` checkpoint waiting for readers, and
+        // other processes sharing the file.
+        conn.busy_timeout(WRITE_WAIT)?;
+        // Room for every statement the app's components prepare, so none is
+        // parsed again per request (rusqlite keeps 16 by default).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     }
 
@@ -111,6 +127,8 @@ pub struct PooledConnection(Arc<Checkout>);
 
 struct Checkout {
     conn: Mutex<Option<Connection>>,
+    /// Held from the start of a write transaction to its end.
+    permit: Mutex<Option<WritePermit>>,
     db: Arc<Database>,
 }
 
@@ -118,6 +136,7 @@ impl PooledConnection {
     fn new(conn: Connection, db: Arc<Database>) -> Self {
         Self(Arc::new(Checkout {
             conn: Mutex::new(Some(conn)),
+            permit: Mutex::new(None),
             db,
         }))
     }
@@ -162,7 +181,27 @@ impl PooledConnection {
             .faults
             .on_blocking_call(Capability::Sqlite)
             .map_err(|fault| SqlError::Io(fault.to_string()))?;
-        self.with_conn(|conn| run_statement(conn, statement, params))
+        self.with_conn(|conn| {
+            let mut permit = self.0.permit.lock().unwrap_or_else(|e| e.into_inner());
+            if permit.is_none() && starts_writing(conn, statement) {
+                *permit = Some(self.0.db.writer.acquire(WRITE_WAIT).ok_or_else(|| {
+                    SqlError::Io(format!(
+                        "database is busy: another writer held it for {} s; retry the request",
+                        WRITE_WAIT.as_secs()
+                    ))
+                })?);
+            }
+            let result = run_statement(conn, statement, params);
+            if conn.is_autocommit()
+                && let Some(mut done) = permit.take()
+                && done.finished_transaction()
+            {
+                // Best effort: a reader outlasting the busy timeout only
+                // postpones the restart to the next round.
+                let _ = conn.execute_batch("PRAGMA wal_checkpoint(RESTART)");
+            }
+            result
+        })
     }
 
     pub fn last_insert_rowid(&self) -> i64 {
@@ -189,6 +228,23 @@ impl PooledConnection {
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
+}
+
+/// Whether `statement`, run on `conn` now, begins writing: it opens a
+/// transaction (which may write: taking the turn at `BEGIN` keeps a
+/// transaction from reading a snapshot it then cannot write on), or it
+/// writes outside one.
+fn starts_writing(conn: &Connection, statement: &str) -> bool {
+    if !conn.is_autocommit() {
+        return false;
+    }
+    let head = statement.trim_start();
+    let opens = ["BEGIN", "SAVEPOINT"].iter().any(|kw| {
+        head.get(..kw.len())
+            .is_some_and(|word| word.eq_ignore_ascii_case(kw))
+    });
+    // A statement that does not prepare fails in `run_statement`, unlocked.
+    opens || conn.prepare_cached(statement).is_ok_and(|s| !s.readonly())
 }
 
 fn run_statement(
@@ -335,6 +391,32 @@ mod tests {
             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT {n}) \
              SELECT {expr} FROM c"
         )
+    }
+
+    #[test]
+    fn a_second_writer_waits_for_the_first_transaction_to_end() {
+        let t = TempDb::new();
+        let a = t.1.checkout().unwrap();
+        a.execute("CREATE TABLE t (x INTEGER)", vec![]).unwrap();
+        a.execute("BEGIN", vec![]).unwrap();
+        a.execute("INSERT INTO t VALUES (1)", vec![]).unwrap();
+        let b = t.1.checkout().unwrap();
+        let writer =
+            std::thread::spawn(move || b.execute("INSERT INTO t VALUES (2)", vec![]).map(|_| ()));
+        // Readers are not held up by the open transaction.
+        let c = t.1.checkout().unwrap();
+        let seen = c.execute("SELECT count(*) FROM t", vec![]).unwrap();
+        assert_eq!(seen.rows, vec![vec![Value::Integer(0)]]);
+        a.execute("COMMIT", vec![]).unwrap();
+        writer
+            .join()
+            .unwrap()
+            .expect("the second writer gets its turn");
+        let seen = c.execute("SELECT x FROM t ORDER BY x", vec![]).unwrap();
+        assert_eq!(
+            seen.rows,
+            vec![vec![Value::Integer(1)], vec![Value::Integer(2)]]
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ use jwt_simple::prelude::{
 };
 use serde::{Deserialize, Serialize};
 
+mod cache;
 mod revocation;
+pub use cache::{VERIFIED_PREFIX, verify_token_cached};
 pub use revocation::*;
 
 /// The only accepted JWS algorithm.
@@ -50,10 +52,19 @@ pub struct TokenPolicy {
 }
 
 /// The public keys tokens may be signed with, by key id.
+///
+/// Kept as raw bytes: checking that 32 bytes are a point of the curve costs
+/// a field exponentiation in WebAssembly, and the set is parsed on every
+/// request while most requests present a token that already verified
+/// ([`verify_token_cached`]). A key is checked when a token is verified
+/// with it.
 #[derive(Clone, Default)]
 pub struct PublicKeySet {
-    keys: Vec<(String, Ed25519PublicKey)>,
+    keys: Vec<(String, [u8; PUBLIC_KEY_LEN])>,
 }
+
+/// Bytes of an Ed25519 public key.
+const PUBLIC_KEY_LEN: usize = 32;
 
 impl std::fmt::Debug for PublicKeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,9 +110,12 @@ impl PublicKeySet {
         if kid.is_empty() {
             bail!("a public key needs a non-empty key id");
         }
-        let key = Ed25519PublicKey::from_bytes(public_key)
-            .map_err(|e| anyhow!("public key `{kid}` is not an Ed25519 public key: {e}"))?
-            .with_key_id(kid);
+        let key: [u8; PUBLIC_KEY_LEN] = public_key.try_into().map_err(|_| {
+            anyhow!(
+                "public key `{kid}` is not an Ed25519 public key: it has {} bytes, not {PUBLIC_KEY_LEN}",
+                public_key.len()
+            )
+        })?;
         self.keys.retain(|(k, _)| k != kid);
         self.keys.push((kid.to_string(), key));
         Ok(())
@@ -119,7 +133,8 @@ impl PublicKeySet {
         self.find(kid).is_some()
     }
 
-    fn find(&self, kid: &str) -> Option<&Ed25519PublicKey> {
+    /// The raw public key of `kid`.
+    fn find(&self, kid: &str) -> Option<&[u8; PUBLIC_KEY_LEN]> {
         self.keys.iter().find(|(k, _)| k == kid).map(|(_, key)| key)
     }
 
@@ -135,7 +150,7 @@ impl PublicKeySet {
                     "alg": ALGORITHM,
                     "use": "sig",
                     "kid": kid,
-                    "x": base64url(&key.to_bytes()),
+                    "x": base64url(key),
                 })
             })
             .collect();
@@ -201,10 +216,15 @@ pub fn verify_token(
             metadata.algorithm().chars().take(20).collect(),
         ));
     }
-    let key = metadata
+    let (kid, raw) = metadata
         .key_id()
-        .and_then(|kid| keys.find(kid))
+        .and_then(|kid| Some((kid, keys.find(kid)?)))
         .ok_or(Rejection::UnknownKey)?;
+    let key = Ed25519PublicKey::from_bytes(raw).map_err(|e| {
+        Rejection::Invalid(format!(
+            "the configured public key `{kid}` is not an Ed25519 public key ({e}); fix `jwt_public_keys`"
+        ))
+    })?;
     let options = VerificationOptions {
         allowed_issuers: Some(HashSet::from([policy.issuer.clone()])),
         allowed_audiences: Some(HashSet::from([policy.audience.clone()])),
