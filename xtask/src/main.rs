@@ -11,8 +11,12 @@
 //!   (`redis-server`, `mosquitto`, `postgresql`), then runs every test of the
 //!   workspace, and the app's black-box suites again on PostgreSQL; ARGS go to
 //!   `cargo test` (e.g. a test name filter).
-//! - `bench [--quick]`: `build`, then load-tests the host with `wrk` and
-//!   writes `docs/benchmarks.md`.
+//! - `bench [--quick] [--no-build] [--app-only] [--node DIR]`: `build`, then
+//!   load-tests the host with `wrk` and writes `docs/benchmarks.md`.
+//!   `--node DIR` measures the Node/Express baseline in DIR (e.g.
+//!   `../shared/baselines/node-express`) in the same run and prints every
+//!   route's ratio to it against issue 16's targets; `--app-only` measures
+//!   only the app (and Node), for quick iterations.
 //! - `soak [--minutes N]`: `build`, then N minutes (default 10) of mixed
 //!   traffic with faults injected, reporting memory, files, descriptors and
 //!   keys at start and end (`tests/tests/soak.rs`; not part of `test`).
@@ -57,10 +61,21 @@ fn run() -> Result<()> {
             test(&root, &passthrough)
         }
         "bench" => {
-            if !rest.iter().any(|a| a == "--no-build") {
+            let has = |flag: &str| rest.iter().any(|a| a == flag);
+            let node = match flag_value(rest, "--node") {
+                Some(dir) if !dir.starts_with("--") => Some(PathBuf::from(dir)),
+                _ if has("--node") => bail!("--node needs the Node/Express baseline's directory"),
+                _ => None,
+            };
+            let options = bench::Options {
+                quick: has("--quick"),
+                app_only: has("--app-only"),
+                node,
+            };
+            if !has("--no-build") {
                 build(&root)?;
             }
-            bench::run(&root, rest.iter().any(|a| a == "--quick"))
+            bench::run(&root, &options)
         }
         "soak" => {
             build(&root)?;
@@ -71,7 +86,7 @@ fn run() -> Result<()> {
         "edge-manifest" => edge::write(&root),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <build | up [-- runtime-host args] | test [-- cargo test args] | bench [--quick] [--no-build] | soak [--minutes N] | fuzz [--iterations N] | edge-manifest>"
+                "usage: cargo xtask <build | up [-- runtime-host args] | test [-- cargo test args] | bench [--quick] [--no-build] [--app-only] [--node DIR] | soak [--minutes N] | fuzz [--iterations N] | edge-manifest>"
             );
             Ok(())
         }
