@@ -54,7 +54,7 @@ impl WritePermit {
     /// followed by a `RESTART` checkpoint (see the module docs).
     pub fn finished_transaction(&mut self) -> bool {
         *self.0 += 1;
-        *self.0 % CHECKPOINT_EVERY == 0
+        (*self.0).is_multiple_of(CHECKPOINT_EVERY)
     }
 }
 
