@@ -112,15 +112,9 @@ fn cache_key(keys: &PublicKeySet, policy: &TokenPolicy, token: &str) -> Option<S
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::policy;
     use super::*;
     use jwt_simple::prelude::{Claims, Duration, Ed25519KeyPair, EdDSAKeyPairLike};
-
-    fn policy() -> TokenPolicy {
-        TokenPolicy {
-            issuer: "iss".into(),
-            audience: "aud".into(),
-        }
-    }
 
     fn signed(kp: &Ed25519KeyPair) -> String {
         let claims = Claims::with_custom_claims(

@@ -257,11 +257,12 @@ pub fn verify_token(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use jwt_simple::prelude::{Claims, Ed25519KeyPair, EdDSAKeyPairLike, HS256Key, MACLike};
 
-    fn policy() -> TokenPolicy {
+    /// The policy every unit test of this module and its submodules uses.
+    pub(in crate::security::tokens) fn policy() -> TokenPolicy {
         TokenPolicy {
             issuer: "iss".into(),
             audience: "aud".into(),
