@@ -13,6 +13,7 @@ mod messaging;
 mod platform;
 mod runtime_config;
 mod schedule;
+mod sources;
 mod state;
 mod stores;
 mod up;

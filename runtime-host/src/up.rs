@@ -1,7 +1,7 @@
 //! `runtime-host up`: load the manifest, prepare every component, serve.
 //!
 //! The order is the request path's, bottom up: manifest and variables →
-//! stores and databases → engine, linker and pre-instantiated components →
+//! component sources (downloads) → stores and databases → engine, linker and pre-instantiated components →
 //! HTTP trigger → listener. Anything that can be wrong is found before the
 //! listener opens, and reported with the file, line or name involved.
 
@@ -51,6 +51,10 @@ pub struct UpCommand {
     /// Application variable value (repeatable); overrides SPIN_VARIABLE_* and defaults.
     #[arg(long = "variable", value_parser = parse_pair)]
     variables: Vec<(String, String)>,
+    /// Longest a `source = { url, digest }` download may take (connecting and
+    /// the whole body); downloads happen at start and are cached.
+    #[arg(long, default_value_t = crate::sources::DEFAULT_DOWNLOAD_TIMEOUT_SECS, value_name = "SECONDS")]
+    download_timeout: u64,
     /// Longest a request may run before it is cut off.
     #[arg(long, default_value = "30", value_name = "SECONDS")]
     request_timeout: u64,
@@ -141,6 +145,8 @@ impl UpCommand {
         let variables = Variables::resolve(&app, &self.variables, |k| std::env::var(k).ok())?;
         let schedule_headers = self.schedule_headers(&variables)?;
         let state_dir = self.create_state_dir(&app)?;
+        let timeout = Duration::from_secs(self.download_timeout.max(1));
+        let wasm = crate::sources::resolve(&app, &state_dir, timeout).await?;
 
         let runtime_config = match &self.runtime_config_file {
             Some(p) => crate::runtime_config::RuntimeConfig::load(p)?,
@@ -203,7 +209,7 @@ impl UpCommand {
         });
 
         let (prepared, message_handlers) =
-            self.prepare_components(&app, &engine, &linker, &app_ctx, &state_dir)?;
+            self.prepare_components(&app, &wasm, (&engine, &linker), &app_ctx, &state_dir)?;
 
         let router = build_router(&app, &manifest_path)?;
 
@@ -319,8 +325,8 @@ impl UpCommand {
     fn prepare_components(
         &self,
         app: &App,
-        engine: &wasmtime::Engine,
-        linker: &Linker<HostState>,
+        wasm: &std::collections::BTreeMap<String, PathBuf>,
+        (engine, linker): (&wasmtime::Engine, &Linker<HostState>),
         app_ctx: &Arc<AppContext>,
         state_dir: &Path,
     ) -> Result<(Vec<PreparedComponent>, HashMap<String, MessageHandler>)> {
@@ -365,12 +371,12 @@ impl UpCommand {
                 environment,
                 mounts,
             });
-            let component = engine::load_component(engine, &c.source, &cache_dir)
+            let component = engine::load_component(engine, &wasm[*id], &cache_dir)
                 .with_context(|| format!("component `{id}`"))?;
             let pre = linker.instantiate_pre(&component).map_err(|e| {
                 anyhow::anyhow!(
                     "component `{id}` ({}) imports something runtime-host does not provide: {e:#}",
-                    c.source.display()
+                    c.source
                 )
             })?;
             if redis_components.contains(id) {

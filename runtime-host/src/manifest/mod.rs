@@ -43,7 +43,7 @@ pub struct VariableDecl {
 #[derive(Debug, Clone)]
 pub struct Component {
     pub id: String,
-    pub source: PathBuf,
+    pub source: Source,
     pub environment: BTreeMap<String, String>,
     /// Component-level variables: name → template (`"{{ app_var }}"`).
     pub variables: BTreeMap<String, String>,
@@ -53,6 +53,25 @@ pub struct Component {
     /// What the component may read from its filesystem ([`crate::files`]).
     pub files: Vec<crate::files::FileMount>,
     pub exclude_files: Vec<String>,
+}
+
+/// Where a component's `.wasm` comes from; [`crate::sources::resolve`]
+/// turns each into a file on disk.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// `source = "x.wasm"`, resolved against the manifest's directory.
+    Local(PathBuf),
+    /// `source = { url = "...", digest = "sha256:..." }`.
+    Remote(crate::sources::Remote),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Local(path) => write!(f, "{}", path.display()),
+            Source::Remote(r) => write!(f, "{}", r.url),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -147,9 +166,10 @@ impl App {
             let c = raw_component.into_inner();
             let source_line = at(c.source.span().start);
             let source = match c.source.into_inner() {
-                RawSource::Path(p) => base_dir.join(p),
-                RawSource::Remote { url } => bail!(
-                    "{source_line}: component `{id}` has a remote source ({url}); runtime-host runs local .wasm files only — download it and point `source` at the file"
+                RawSource::Path(p) => Source::Local(base_dir.join(p)),
+                RawSource::Remote { url, digest } => Source::Remote(
+                    crate::sources::Remote::parse(&url, digest.as_deref())
+                        .with_context(|| format!("{source_line}: component `{id}`"))?,
                 ),
             };
             let files = c
@@ -274,16 +294,20 @@ impl App {
         })
     }
 
-    /// Checks that every component's `.wasm` exists, naming the manifest line's
-    /// component and the command that builds it.
+    /// Checks that every component's local `.wasm` exists, naming the
+    /// component and the command that builds it. (`url` sources are
+    /// fetched later, by [`crate::sources::resolve`].)
     pub fn check_sources(&self) -> Result<()> {
         for c in self.components.values() {
-            if !c.source.is_file() {
+            let Source::Local(path) = &c.source else {
+                continue;
+            };
+            if !path.is_file() {
                 bail!(
                     "{}: component `{}`: source {} does not exist; build the components first (`cargo xtask build`, or `spin build`)",
                     self.manifest_path.display(),
                     c.id,
-                    c.source.display()
+                    path.display()
                 );
             }
         }

@@ -115,7 +115,13 @@ pub(super) struct RawComponent {
 #[serde(untagged)]
 pub(super) enum RawSource {
     Path(String),
-    Remote { url: String },
+    /// `{ url, digest }`; `digest` is required, checked by [`super::App::parse`]
+    /// so that its absence is an error naming the line.
+    Remote {
+        url: String,
+        #[serde(default)]
+        digest: Option<String>,
+    },
 }
 
 #[derive(Deserialize)]
