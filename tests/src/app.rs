@@ -365,6 +365,8 @@ pub fn assert_error(r: &Reply, status: u16, code: &str) {
 /// real, built components: the root `spin.toml`, or under
 /// `APP_TEST_PLATFORM=edge` ([`on_edge`]) the edge manifest
 /// `deploy/edge/spin.toml` that `cargo xtask edge-manifest` derives from it.
+/// Under `APP_TEST_FROM_RELEASE` some components come from their releases
+/// instead ([`crate::releases::pin_releases`]).
 pub fn app_manifest() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let path = if on_edge() {
@@ -374,7 +376,8 @@ pub fn app_manifest() -> String {
     };
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    text.lines()
+    let built = text
+        .lines()
         .map(|line| {
             let built = line
                 .trim()
@@ -388,5 +391,6 @@ pub fn app_manifest() -> String {
             }
         })
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    crate::releases::pin_releases(built)
 }

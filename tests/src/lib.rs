@@ -5,12 +5,14 @@
 //!
 //! Modules: [`process`] (the host process, its logs, scratch directories),
 //! [`requests`] (HTTP requests and replies), [`services`] (Redis, MQTT, PostgreSQL),
-//! [`wait`] (polling for events with a deadline), [`app`] (the
+//! [`wait`] (polling for events with a deadline), [`releases`] (composing
+//! the app from component releases over HTTP), [`app`] (the
 //! application's API: start it, register, log in, check the contract).
 //! Everything but [`app`] is re-exported at the root.
 
 pub mod app;
 pub mod process;
+pub mod releases;
 pub mod requests;
 pub mod services;
 pub mod wait;

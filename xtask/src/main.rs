@@ -22,9 +22,16 @@
 //!   keys at start and end (`tests/tests/soak.rs`; not part of `test`).
 //! - `fuzz [--iterations N]`: the fuzz targets (`fuzz_*` tests) with a long
 //!   campaign each (default 1,000,000 inputs); `test` runs them briefly.
+//! - `release <component> [--commit REV] [--out DIR]`: builds one component
+//!   reproducibly from a commit into `dist/<component>-<version>.wasm` with
+//!   its release manifest (see [`release`]).
+//! - `compat <component> --against DIR [--candidate FILE]`: checks that the
+//!   component keeps the contracts the releases in DIR rely on (see [`compat`]).
 
 mod bench;
+mod compat;
 mod edge;
+mod release;
 
 use anyhow::{Context as _, Result, bail};
 use std::path::{Path, PathBuf};
@@ -84,9 +91,14 @@ fn run() -> Result<()> {
         }
         "fuzz" => fuzz(&root, flag_value(rest, "--iterations").unwrap_or("1000000")),
         "edge-manifest" => edge::write(&root),
+        "release" => {
+            ensure_wasm_target()?;
+            release::command(&root, rest)
+        }
+        "compat" => compat::command(&root, rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <build | up [-- runtime-host args] | test [-- cargo test args] | bench [--quick] [--no-build] [--app-only] [--node DIR] | soak [--minutes N] | fuzz [--iterations N] | edge-manifest>"
+                "usage: cargo xtask <build | up [-- runtime-host args] | test [-- cargo test args] | bench [--quick] [--no-build] [--app-only] [--node DIR] | soak [--minutes N] | fuzz [--iterations N] | edge-manifest | release <component> [--commit REV] [--out DIR] | compat <component> --against <release dir> [--candidate FILE]>"
             );
             Ok(())
         }
@@ -384,28 +396,59 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         root,
         BOTH_ENGINE_SUITES,
         extra,
-        ("APP_TEST_DATABASE", "postgres"),
+        &[("APP_TEST_DATABASE", "postgres")],
     )?;
     // And as on the edge platform: the edge manifest under
     // `runtime-host up --platform edge`, PostgreSQL and Redis.
-    run_suites(root, EDGE_SUITES, extra, ("APP_TEST_PLATFORM", "edge"))
+    run_suites(root, EDGE_SUITES, extra, &[("APP_TEST_PLATFORM", "edge")])?;
+    // Mixed versions: the releases recorded in `releases/`, rebuilt from
+    // their commits (which proves them reproducible), served over HTTP and
+    // pinned by digest: the previous `users` among the current others, then
+    // the current `users` among the others' releases.
+    let releases = target_dir(root).join("releases");
+    let _ = std::fs::remove_dir_all(&releases);
+    let recorded = release::reproduce(root, &root.join(release::RECORD_DIR), &releases)?;
+    let others: Vec<&str> = recorded
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .filter(|name| *name != "users")
+        .collect();
+    let releases = releases.to_string_lossy();
+    for from_release in ["users".to_string(), others.join(",")] {
+        eprintln!("xtask: black-box suites with {from_release} from releases/");
+        run_suites(
+            root,
+            MIXED_VERSION_SUITES,
+            extra,
+            &[
+                ("APP_TEST_RELEASES", &releases),
+                ("APP_TEST_FROM_RELEASE", &from_release),
+            ],
+        )?;
+    }
+    Ok(())
 }
 
-/// Runs black-box `suites` of app-tests with one more environment variable
+/// Runs black-box `suites` of app-tests with more environment variables
 /// (`mode`) choosing how the harness starts the app.
-fn run_suites(root: &Path, suites: &[&str], extra: &[String], mode: (&str, &str)) -> Result<()> {
+fn run_suites(root: &Path, suites: &[&str], extra: &[String], mode: &[(&str, &str)]) -> Result<()> {
     let mut cmd = cargo();
     cmd.current_dir(root)
         .args(["test", "--release", "-p", "app-tests"]);
     for suite in suites {
         cmd.args(["--test", suite]);
     }
-    run_cmd(
-        cmd.args(extra)
-            .env("APP_TARGET_DIR", target_dir(root))
-            .env(mode.0, mode.1),
-    )
+    cmd.args(extra).env("APP_TARGET_DIR", target_dir(root));
+    for (name, value) in mode {
+        cmd.env(name, value);
+    }
+    run_cmd(&mut cmd)
 }
+
+/// The black-box suites run with components taken from their releases:
+/// the ones that exercise what users and the others share (tokens,
+/// profiles read by orders, `user.deleted` consumed by order-events).
+const MIXED_VERSION_SUITES: &[&str] = &["auth", "users", "orders", "notifications"];
 
 /// The black-box suites of every component, run a third time as on the
 /// edge platform.
