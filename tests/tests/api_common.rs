@@ -129,12 +129,19 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
             &format!("/api/users/{UNKNOWN_ID}"),
             "GET, PATCH, DELETE, OPTIONS",
         ),
+        // A literal path is not also the parameter route beside it:
+        // `/api/users/me` is GET only, not `/api/users/{id}` with id "me".
+        ("PATCH", "/api/users/me", "GET, OPTIONS"),
+        ("DELETE", "/api/users/me", "GET, OPTIONS"),
     ];
     for (method, path, allow) in cases {
         let r = app::call(&host, method, path, &[], "").await;
         assert_error(&r, 405, "method_not_allowed");
         assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
     }
+    let r = app::call(&host, "OPTIONS", "/api/users/me", &[], "").await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("allow"), Some("GET, OPTIONS"));
 }
 
 #[tokio::test]

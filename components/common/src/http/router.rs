@@ -128,37 +128,44 @@ impl<E: Copy> Router<E> {
         self.routes.iter().map(|r| (r.method, r.template))
     }
 
+    /// The routes of the most specific template(s) matching `path` (most
+    /// literal segments) own it: `/api/users/me` is not also
+    /// `/api/users/:id`, so a method only the parameter route has is 405
+    /// there, and `Allow` lists exactly the owning routes' methods.
     pub fn resolve(&self, method: Method, path: &str) -> Resolution<E> {
         let segments = path_segments(path);
-        let mut best: Option<(usize, &Route<E>, Params)> = None;
-        let mut best_any_method: Option<(usize, &'static str)> = None;
+        let matching: Vec<(usize, &Route<E>, Params)> = self
+            .routes
+            .iter()
+            .filter_map(|route| {
+                match_template(route.template, &segments)
+                    .map(|(literals, params)| (literals, route, params))
+            })
+            .collect();
+        let Some(most_literals) = matching.iter().map(|(l, _, _)| *l).max() else {
+            return Resolution::NotFound;
+        };
+        let owners = matching.into_iter().filter(|(l, _, _)| *l == most_literals);
         let mut allow: Vec<Method> = Vec::new();
-        for route in &self.routes {
-            let Some((literals, params)) = match_template(route.template, &segments) else {
-                continue;
-            };
+        let mut template = None;
+        for (_, route, params) in owners {
+            if route.method == method {
+                return Resolution::Matched {
+                    endpoint: route.endpoint,
+                    template: route.template,
+                    params,
+                };
+            }
+            template.get_or_insert(route.template);
             if !allow.contains(&route.method) {
                 allow.push(route.method);
             }
-            if best_any_method.is_none_or(|(l, _)| literals > l) {
-                best_any_method = Some((literals, route.template));
-            }
-            if route.method == method && best.as_ref().is_none_or(|(l, _, _)| literals > *l) {
-                best = Some((literals, route, params));
-            }
         }
-        match (best, best_any_method) {
-            (Some((_, route, params)), _) => Resolution::Matched {
-                endpoint: route.endpoint,
-                template: route.template,
-                params,
-            },
-            (None, Some((_, template))) => {
-                allow.push(Method::Options);
-                allow.sort();
-                Resolution::MethodNotAllowed { template, allow }
-            }
-            (None, None) => Resolution::NotFound,
+        allow.push(Method::Options);
+        allow.sort();
+        Resolution::MethodNotAllowed {
+            template: template.expect("at least one owning route"),
+            allow,
         }
     }
 }
@@ -236,14 +243,14 @@ mod tests {
     }
 
     #[test]
-    fn a_parameter_route_still_serves_other_methods_on_a_literal_path() {
-        assert!(matches!(
+    fn a_literal_path_is_not_also_served_by_a_parameter_route() {
+        assert_eq!(
             table().resolve(Method::Patch, "/api/users/me"),
-            Resolution::Matched {
-                endpoint: E::Patch,
-                ..
+            Resolution::MethodNotAllowed {
+                template: "/api/users/me",
+                allow: vec![Method::Get, Method::Options]
             }
-        ));
+        );
     }
 
     #[test]
