@@ -617,3 +617,29 @@ async fn parallel_creates_all_commit() {
     let listed = sql(&host, "SELECT COUNT(*) FROM orders").await;
     assert_eq!(listed[0][0], json!(64));
 }
+
+/// JSON does not tell `3` from `3.0` or `1e3`, nor does the `integer` type
+/// of docs/openapi.yaml: whole numbers count however they are spelled;
+/// fractions are still refused.
+#[tokio::test]
+async fn whole_numbers_spelled_with_a_fraction_or_exponent_are_whole() {
+    let host = start(&[]);
+    let (_, ada) = register_ok(&host, "Ada", "ada@example.com").await;
+    let body = json!({
+        "items": [{"productId": "sku-1", "quantity": 2.0, "unitPrice": 1e3}],
+        "shippingAddress": address(),
+        "currency": "EUR"
+    });
+    let r = create(&host, &ada, &body, None).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["total"], 2000);
+    assert_eq!(r.json()["items"][0]["quantity"], 2);
+
+    let body = json!({
+        "items": [{"productId": "sku-1", "quantity": 2.5, "unitPrice": 10.5}],
+        "shippingAddress": address(),
+        "currency": "EUR"
+    });
+    let r = create(&host, &ada, &body, None).await;
+    assert_error(&r, 400, "validation_failed");
+}
