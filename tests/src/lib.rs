@@ -5,6 +5,7 @@
 //!
 //! Modules: [`process`] (the host process, its logs, scratch directories),
 //! [`requests`] (HTTP requests and replies), [`services`] (Redis, MQTT, PostgreSQL),
+//! [`schemathesis`] (the OpenAPI tester, installed on first use),
 //! [`wait`] (polling for events with a deadline), [`releases`] (composing
 //! the app from component releases over HTTP), [`app`] (the
 //! application's API: start it, register, log in, check the contract).
@@ -14,6 +15,7 @@ pub mod app;
 pub mod process;
 pub mod releases;
 pub mod requests;
+pub mod schemathesis;
 pub mod services;
 pub mod wait;
 

@@ -1,0 +1,102 @@
+//! docs/openapi.yaml is the contract a client generator sees: schemathesis
+//! (PyPI, pinned) generates requests from it against the real app, with
+//! every check (server errors, status codes, headers, response schemas,
+//! schema-valid requests accepted and invalid ones refused, undeclared
+//! methods, `Allow`, auth, ...). Any disagreement between the document and
+//! the app fails this test with schemathesis' report.
+//!
+//! What JSON Schema cannot say (a stale `If-Match` is 412, a file's type is
+//! decided by its bytes, cursors are opaque) is in tests/schemathesis.toml.
+
+use app_tests::app::{self, Keys, register_ok};
+use app_tests::{TempDir, schemathesis};
+use jwt_simple::prelude::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Fixed, so a failure is reproducible with the same command.
+const SEED: &str = "20261202";
+/// Test cases per operation and phase: enough to reach every rule the
+/// document states, bounded so the run takes a few minutes on a loaded
+/// 2-core machine.
+const MAX_EXAMPLES: &str = "25";
+/// A run that has not finished by then is stuck.
+const DEADLINE: Duration = Duration::from_secs(600);
+
+fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_app_behaves_as_docs_openapi_yaml_says() {
+    let st = schemathesis::ensure_installed();
+    let kp = Ed25519KeyPair::generate();
+    let keys = Keys::from_bytes("openapi-test", &kp.to_bytes(), &kp.public_key().to_bytes());
+    let host = app::start(Some(&keys), &[("admin_email", "admin@example.com")]);
+    let (_, admin) = register_ok(&host, "Admin", "admin@example.com").await;
+    let (_, leaving) = register_ok(&host, "Leaving", "leaving@example.com").await;
+
+    // Schemathesis keeps state (its example database) in its working
+    // directory: a scratch one, not the repository.
+    let scratch = TempDir::new("schemathesis");
+    let report = scratch.path().join("report.txt");
+    let started = Instant::now();
+    let mut child = Command::new(&st)
+        .current_dir(scratch.path())
+        .env("APP_ST_TOKEN", &admin)
+        .env("APP_ST_LOGOUT_TOKEN", &leaving)
+        .arg("--config-file")
+        .arg(repo_root().join("tests/schemathesis.toml"))
+        .arg("run")
+        .arg(repo_root().join("docs/openapi.yaml"))
+        .args(["--url", &host.url("")])
+        .args(["--checks", "all"])
+        .args(["--seed", SEED, "--max-examples", MAX_EXAMPLES])
+        .args([
+            "--workers",
+            "2",
+            "--no-color",
+            "--generation-database",
+            "none",
+        ])
+        .stdout(std::fs::File::create(&report).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not run {}: {e}", st.display()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "schemathesis did not finish within {DEADLINE:?}; its output so far:\n{}",
+                std::fs::read_to_string(&report).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let output = std::fs::read_to_string(&report).unwrap();
+    eprintln!(
+        "schemathesis {} finished in {:.0?}",
+        schemathesis::VERSION,
+        started.elapsed()
+    );
+    assert!(
+        status.success(),
+        "docs/openapi.yaml and the app disagree (schemathesis exited with {status}). \
+         Fix whichever is wrong: the document where the app's rule is right, the app \
+         where the document is. Its report:\n{output}\n\
+         Reproduce against a running app with `st --config-file tests/schemathesis.toml \
+         run docs/openapi.yaml --url <app> --checks all --seed {SEED} --max-examples \
+         {MAX_EXAMPLES}` (APP_ST_TOKEN: an admin's access token, APP_ST_LOGOUT_TOKEN: \
+         another user's)."
+    );
+    // The run reached the app's logic, not only its authentication.
+    assert!(
+        !output.contains("Authentication failed"),
+        "schemathesis' requests were not authenticated:\n{output}"
+    );
+}
