@@ -154,12 +154,10 @@ async fn fetch(id: &str, remote: &Remote, dir: &Path, timeout: Duration) -> Resu
     eprintln!("Downloading component `{id}` from {url}");
     let (actual, size) = match tokio::time::timeout(timeout, download(url, &partial.0)).await {
         Ok(Ok(done)) => done,
-        Ok(Err(e)) => {
-            return Err(e.context(format!(
-                "component `{id}`: cannot download {url}; check the `url` and the network (once downloaded, a component is cached in {} and starts offline)",
-                dir.display()
-            )));
-        }
+        Ok(Err(e)) => bail!(
+            "component `{id}`: cannot download {url}: {e:#}; check the `url` and the network (once downloaded, a component is cached in {} and starts offline)",
+            dir.display()
+        ),
         Err(_) => bail!(
             "component `{id}`: downloading {url} timed out after {} s; check the server, or allow longer with --download-timeout",
             timeout.as_secs_f64()
