@@ -137,7 +137,7 @@ pub fn command(root: &Path, args: &[String]) -> Result<()> {
     let candidate = match crate::flag_value(args, "--candidate") {
         Some(file) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("read {file}"))?;
-            Party::from_manifest(&serde_json::from_str(&text).with_context(|| format!("{file}"))?)?
+            Party::from_manifest(&serde_json::from_str(&text).with_context(|| file.to_string())?)?
         }
         None => working_tree_party(root, component)?,
     };
