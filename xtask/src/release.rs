@@ -423,3 +423,48 @@ fn triggers(spin_toml: &Path, component: &str) -> Result<Value> {
     }
     Ok(Value::Array(found))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggers_name_routes_private_routes_and_channels() {
+        let root = crate::workspace_root();
+        let users = triggers(&root.join("spin.toml"), "users").unwrap();
+        assert_eq!(
+            users,
+            json!([{ "type": "http", "route": "/api/users/..." }])
+        );
+        let consumer = triggers(&root.join("spin.toml"), "order-events").unwrap();
+        assert_eq!(
+            consumer,
+            json!([{ "type": "redis", "channel": "{{ events_channel }}" }])
+        );
+        let edge = triggers(&root.join("deploy/edge/spin.toml"), "order-events").unwrap();
+        assert_eq!(edge, json!([{ "type": "http", "private": true }]));
+    }
+
+    /// `cargo xtask test` builds the components before running this.
+    #[test]
+    fn interfaces_are_the_outermost_components_imports_and_exports() {
+        let target = std::env::var_os("APP_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::workspace_root().join("target"));
+        let wasm = std::fs::read(target.join("wasm32-wasip2/release/users.wasm"))
+            .expect("the users component, built by `cargo xtask build`");
+        let (imports, exports) = interfaces(&wasm).unwrap();
+        assert_eq!(exports, ["wasi:http/incoming-handler@0.2.0"]);
+        for wanted in ["fermyon:spin/sqlite@2.0.0", "fermyon:spin/key-value@2.0.0"] {
+            assert!(imports.iter().any(|i| i == wanted), "{imports:?}");
+        }
+        assert!(
+            !imports
+                .iter()
+                .any(|i| i.starts_with("wasi_snapshot_preview1")),
+            "a nested core module's imports are not the component's: {imports:?}"
+        );
+        let error = interfaces(b"\0asm\x01\0\0\0").unwrap_err();
+        assert!(error.to_string().contains("not a component"), "{error}");
+    }
+}
