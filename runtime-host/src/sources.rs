@@ -471,6 +471,7 @@ mod tests {
             "{ url = \"https://example.com/web.wasm\", digest = \"sha256:abc\" }",
             "{ url = \"https://example.com/web.wasm\" }",
             "{ url = \"file:///web.wasm\", digest = \"sha256:abc\" }",
+            "{ registry = \"ttl.sh\", package = \"a:b\", version = \"1.0.0\" }",
         ] {
             let err = format!("{:#}", with_source(source).unwrap_err());
             assert!(

@@ -171,6 +171,9 @@ impl App {
                     crate::sources::Remote::parse(&url, digest.as_deref())
                         .with_context(|| format!("{source_line}: component `{id}`"))?,
                 ),
+                RawSource::Registry { package, .. } => bail!(
+                    "{source_line}: component `{id}` comes from a registry package ({package}); runtime-host runs a path or a `{{ url, digest }}` source only"
+                ),
             };
             let files = c
                 .files

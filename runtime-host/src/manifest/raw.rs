@@ -122,6 +122,15 @@ pub(super) enum RawSource {
         #[serde(default)]
         digest: Option<String>,
     },
+    /// `{ registry, package, version }`: refused with a message, not run.
+    Registry {
+        package: String,
+        #[serde(default)]
+        #[allow(dead_code)]
+        registry: Option<String>,
+        #[allow(dead_code)]
+        version: String,
+    },
 }
 
 #[derive(Deserialize)]
