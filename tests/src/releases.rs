@@ -144,14 +144,7 @@ pub fn newest_releases(dir: &Path) -> BTreeMap<String, Value> {
             .as_str()
             .expect("a release has a name")
             .to_string();
-        let key = |m: &Value| -> Vec<u64> {
-            m["version"]
-                .as_str()
-                .unwrap_or("0")
-                .split('.')
-                .map(|p| p.parse().unwrap_or(0))
-                .collect()
-        };
+        let key = |m: &Value| version_key(m["version"].as_str().unwrap_or("0"));
         if newest.get(&name).is_none_or(|m| key(&manifest) > key(m)) {
             newest.insert(name, manifest);
         }
@@ -214,4 +207,30 @@ pub fn pin_releases(manifest: String) -> String {
         );
     }
     lines.join("\n")
+}
+
+/// Whether the `component` under test is at least `version`: false when
+/// this run takes it from an older release ([`from_release`]), so a test
+/// of behaviour newer than that release can step aside (and says so).
+pub fn at_least(component: &str, version: &str) -> bool {
+    if !from_release().iter().any(|c| c == component) {
+        return true; // the current build
+    }
+    let dir = PathBuf::from(std::env::var("APP_TEST_RELEASES").unwrap_or_default());
+    let released = newest_releases(&dir)
+        .get(component)
+        .and_then(|m| m["version"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no release of `{component}` in {}", dir.display()));
+    let newer = version_key(&released) >= version_key(version);
+    if !newer {
+        eprintln!(
+            "skipped: this test needs {component} {version} or later; this run serves {component} {released} from its release"
+        );
+    }
+    newer
+}
+
+/// `1.10.0` sorts after `1.9.0`.
+fn version_key(version: &str) -> Vec<u64> {
+    version.split('.').map(|p| p.parse().unwrap_or(0)).collect()
 }
