@@ -3,114 +3,28 @@
 //! it, caches it by digest under the state directory, and starts offline
 //! from that cache; every failure stops the start and names the url.
 
+use app_tests::releases::FileServer;
 use app_tests::{Host, TempDir, get, host_binary, wasm};
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read as _;
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 
-/// What the test server does with each request.
-#[derive(Clone)]
-enum Behaviour {
-    /// `200 OK` with these bytes.
-    File(Arc<Vec<u8>>),
-    /// `404 Not Found`.
-    NotFound,
-    /// Reads the request, never answers (until the client goes away).
-    Silent,
+/// A release server (see [`FileServer`]) holding the fixture component as
+/// `app.wasm`, with the directory it serves from.
+fn release_server() -> (FileServer, TempDir) {
+    let dir = TempDir::new("releases");
+    std::fs::write(dir.path().join("app.wasm"), fixture().0).expect("write the release");
+    (FileServer::serve(dir.path()), dir)
 }
 
-/// A one-file HTTP/1.1 server on a free loopback port, counting the
-/// requests it read. Dropping it closes the port.
-struct ReleaseServer {
-    addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl ReleaseServer {
-    fn start(reply: Behaviour) -> ReleaseServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (counted, stopping) = (requests.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (reply, counted) = (reply.clone(), counted.clone());
-                std::thread::spawn(move || answer(conn, &reply, &counted));
-            }
-        });
-        ReleaseServer {
-            addr,
-            requests,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for ReleaseServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the blocking accept so that the thread sees `stop`.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn answer(mut conn: TcpStream, reply: &Behaviour, requests: &AtomicUsize) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match conn.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return,
-        }
-    }
-    requests.fetch_add(1, Ordering::SeqCst);
-    let _ = match reply {
-        Behaviour::File(bytes) => conn
-            .write_all(
-                format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/wasm\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    bytes.len()
-                )
-                .as_bytes(),
-            )
-            .and_then(|()| conn.write_all(bytes)),
-        Behaviour::NotFound => conn.write_all(
-            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-        ),
-        Behaviour::Silent => conn.read(&mut byte).map(|_| ()),
-    };
-}
-
-fn fixture() -> (Arc<Vec<u8>>, String) {
+fn fixture() -> (Vec<u8>, String) {
     let bytes = std::fs::read(wasm("fixture-p2-app")).expect("read the fixture");
     let hex: String = hmac_sha256::Hash::hash(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    (Arc::new(bytes), format!("sha256:{hex}"))
+    (bytes, format!("sha256:{hex}"))
 }
 
 fn manifest(url: &str, digest: &str) -> String {
@@ -162,9 +76,9 @@ fn start_failure_in(dir: &Path, manifest: &str, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn a_url_source_is_downloaded_once_cached_and_then_runs_offline() {
-    let (bytes, digest) = fixture();
-    let server = ReleaseServer::start(Behaviour::File(bytes));
-    let mut host = Host::start(&manifest(&server.url("/v1/app.wasm"), &digest), &[]);
+    let (_, digest) = fixture();
+    let (server, _files) = release_server();
+    let mut host = Host::start(&manifest(&server.url("app.wasm"), &digest), &[]);
     assert_eq!(get(host.url("/headers")).await.status, 200);
     assert_eq!(server.requests(), 1, "one download");
     let hex = digest.trim_start_matches("sha256:");
@@ -188,11 +102,11 @@ async fn a_url_source_is_downloaded_once_cached_and_then_runs_offline() {
 
 #[test]
 fn a_digest_mismatch_names_both_digests_and_caches_nothing() {
-    let (bytes, actual) = fixture();
-    let server = ReleaseServer::start(Behaviour::File(bytes));
+    let (_, actual) = fixture();
+    let (server, _files) = release_server();
     let expected = format!("sha256:{}", "0".repeat(64));
     let dir = TempDir::new("sources");
-    let url = server.url("/app.wasm");
+    let url = server.url("app.wasm");
     let err = start_failure_in(dir.path(), &manifest(&url, &expected), &[]);
     assert!(
         err.contains("component `web`") && err.contains(&url),
@@ -209,9 +123,16 @@ fn a_digest_mismatch_names_both_digests_and_caches_nothing() {
 #[test]
 fn a_server_that_never_answers_times_out_naming_the_url() {
     let (_, digest) = fixture();
-    let server = ReleaseServer::start(Behaviour::Silent);
+    // Accepts one connection, reads the request, never answers; it lets
+    // go when the host closes the connection.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let url = format!("http://{}/slow.wasm", silent.local_addr().unwrap());
+    let holder = std::thread::spawn(move || {
+        let (mut conn, _) = silent.accept().expect("the host connects");
+        let mut buf = [0u8; 4096];
+        while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
     let dir = TempDir::new("sources");
-    let url = server.url("/slow.wasm");
     let err = start_failure_in(
         dir.path(),
         &manifest(&url, &digest),
@@ -221,16 +142,16 @@ fn a_server_that_never_answers_times_out_naming_the_url() {
         err.contains("timed out") && err.contains(&url) && err.contains("--download-timeout"),
         "{err}"
     );
-    assert_eq!(server.requests(), 1);
+    holder.join().expect("the host connected, then gave up");
     assert_eq!(cached(&dir.path().join(".spin")), Vec::<String>::new());
 }
 
 #[test]
 fn a_missing_release_names_the_status_and_the_url() {
     let (_, digest) = fixture();
-    let server = ReleaseServer::start(Behaviour::NotFound);
+    let (server, _files) = release_server();
     let dir = TempDir::new("sources");
-    let url = server.url("/v9/app.wasm");
+    let url = server.url("app-9.9.9.wasm");
     let err = start_failure_in(dir.path(), &manifest(&url, &digest), &[]);
     assert!(
         err.contains("404 Not Found") && err.contains(&url) && err.contains("component `web`"),
