@@ -309,6 +309,32 @@ fn git_commit(root: &Path, rev: &str) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
+/// Makes `commit` available: a shallow clone (as some CI systems make)
+/// lacks the commits of earlier releases, so its history is fetched.
+fn ensure_commit(root: &Path, commit: &str) -> Result<()> {
+    let present = |root: &Path| {
+        Command::new("git")
+            .current_dir(root)
+            .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if present(root) {
+        return Ok(());
+    }
+    eprintln!("xtask: commit {commit} is not in this clone; fetching the history");
+    let _ = Command::new("git")
+        .current_dir(root)
+        .args(["fetch", "--quiet", "--unshallow"])
+        .status();
+    if !present(root) {
+        bail!(
+            "commit {commit} is not in this repository, and fetching the history did not bring it: a release is rebuilt from its commit; clone the repository with its history"
+        );
+    }
+    Ok(())
+}
+
 fn git_clean(root: &Path) -> Result<bool> {
     let out = Command::new("git")
         .current_dir(root)
@@ -321,6 +347,7 @@ fn git_clean(root: &Path) -> Result<bool> {
 /// The tree of `commit`, exported into `dir` (no `.git`, no `target/`).
 fn export_tree(root: &Path, commit: &str, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
+    ensure_commit(root, commit)?;
     let archive = Command::new("git")
         .current_dir(root)
         .args(["archive", "--format=tar", commit])
