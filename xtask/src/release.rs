@@ -265,7 +265,7 @@ impl Package {
                 "no component `{component}`: components/{component}/Cargo.toml does not exist in that commit"
             );
         }
-        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        let out = cargo()
             .current_dir(&dir)
             .args(["metadata", "--no-deps", "--format-version", "1", "--locked"])
             .output()
